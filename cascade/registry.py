@@ -1,0 +1,107 @@
+"""Adapters found by name through the ``cascade.adapters`` entry-point group.
+
+Built-in adapters are registered the same way as third-party ones (see
+``pyproject.toml``), so a package adds a vendor without touching this repo. An
+adapter is a ``Stage`` subclass carrying the class attributes of ``Adapter``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from cascade.errors import AdapterNotFound, MissingDependency
+from cascade.stage import Stage
+
+GROUP = "cascade.adapters"
+Kind = Literal["vad", "asr", "turn", "llm", "tts", "fused", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter can do, declared up front so pipelines can be checked."""
+
+    streaming: bool = False
+    word_timings: bool = False
+    languages: tuple[str, ...] = ("en",)
+    sample_rates: tuple[int, ...] = (16000,)
+
+
+class NoOptions(BaseModel):
+    """Options of an adapter that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Adapter(Stage):
+    """A stage that can be named in a pipeline file."""
+
+    kind: ClassVar[Kind] = "other"
+    extra: ClassVar[str | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    @classmethod
+    def missing(cls, options: BaseModel | None = None) -> list[str]:
+        """Python modules or model files this adapter needs that are not present."""
+        return [m for m in cls.requires if importlib.util.find_spec(m) is None]
+
+    @classmethod
+    def ensure_available(cls, name: str, options: BaseModel | None = None) -> None:
+        gaps = cls.missing(options)
+        if gaps:
+            raise MissingDependency(name, ", ".join(gaps), cls.extra)
+
+    @classmethod
+    def create(cls, options: BaseModel) -> Stage:
+        """Build the stage for one conversation (shared models are loaded here, once)."""
+        return cls(options)  # type: ignore[call-arg]
+
+    @classmethod
+    def preload(cls, options: BaseModel) -> None:
+        """Load shared models ahead of the first conversation (optional)."""
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def adapter_names() -> list[str]:
+    return sorted(_entry_points())
+
+
+def load_adapter(name: str) -> type[Adapter]:
+    """The adapter class registered as ``name``; a clear error if there is none."""
+    found = _entry_points().get(name)
+    if found is None:
+        known = ", ".join(adapter_names()) or "none (is voice-cascade installed with pip?)"
+        raise AdapterNotFound(
+            f"no adapter named '{name}'; installed adapters: {known}. "
+            "Fix the name, or install the package that provides it."
+        )
+    cls = found.load()
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise AdapterNotFound(f"entry point '{name}' ({found.value}) is not a Cascade adapter")
+    return cls
+
+
+def missing_file(path: str | Path | None, what: str) -> list[str]:
+    """[what] when ``path`` is unset or does not exist: for ``Adapter.missing``."""
+    if path is None or not Path(path).exists():
+        return [what]
+    return []
+
+
+def describe(cls: type[Adapter]) -> dict[str, Any]:
+    return {
+        "kind": cls.kind,
+        "extra": cls.extra,
+        "capabilities": cls.capabilities,
+        "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+    }

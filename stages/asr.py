@@ -1,0 +1,171 @@
+"""Speech recognition: VAD-gated segments -> partial and final transcripts.
+
+``ASRStage`` keeps a short pre-roll of caller audio, collects each VAD speech
+segment, asks the vendor for partial transcripts while the caller speaks and
+for a final one when the segment closes, and records the ``asr`` span (from the
+end of speech to the final transcript). Recognition runs through the clock's
+``run_blocking`` so the event loop keeps serving other conversations.
+
+Whisper-style models invent text on silence and noise ("Thank you."): only VAD
+speech reaches the model, and a result whose no-speech probability is high and
+whose average log-probability is low is dropped (an empty final transcript
+still closes the segment, so the turn controller knows nothing was said).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade.audio import resample, to_float
+from cascade.frames import PCM, Frame, SpeechStarted, SpeechStopped, Transcript, UserAudio, Word
+from cascade.registry import Adapter
+
+_WORDLESS = re.compile(r"^[\W_]*$")
+
+
+@dataclass(slots=True)
+class Recognition:
+    """What a recogniser returned for one stretch of audio (word times from its start)."""
+
+    text: str
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    words: list[Word] = field(default_factory=list)
+
+
+class ASROptions(BaseModel):
+    """Segmenting and guarding options shared by every ASR adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str = "en"
+    partial_interval: float = Field(1.0, ge=0.0, description="seconds between partial "
+                                    "transcripts while the caller speaks (0: none)")
+    pre_roll: float = Field(0.3, ge=0.0, description="audio kept before the VAD onset")
+    min_speech: float = Field(0.15, ge=0.0, description="shorter segments are not sent")
+    no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    logprob_threshold: float = Field(-1.0)
+
+
+class ASRStage(Adapter):
+    """Base of ASR adapters: segments, partials, finals, the hallucination guard."""
+
+    kind = "asr"
+    accepts = (UserAudio, SpeechStarted, SpeechStopped)
+    rate = 16000
+
+    def __init__(self, options: ASROptions) -> None:
+        self.options = options
+        self._recent: deque[PCM] = deque()
+        self._recent_samples = 0
+        self._segment: list[PCM] = []
+        self._segment_samples = 0
+        self._segment_start = 0.0
+        self._in_speech = False
+        self._next_partial = 0.0
+        self._partial: asyncio.Task[None] | None = None
+
+    def recognize(self, audio: npt.NDArray[np.float32]) -> Recognition:
+        """Transcribe float32 mono audio at 16 kHz (blocking; runs in a worker thread)."""
+        raise NotImplementedError
+
+    async def process(self, frame: Frame) -> None:
+        if isinstance(frame, UserAudio):
+            pcm = frame.pcm if frame.sample_rate == self.rate else resample(
+                frame.pcm, frame.sample_rate, self.rate)
+            if self._in_speech:
+                self._segment.append(pcm)
+                self._segment_samples += len(pcm)
+                self._maybe_partial(frame.turn)
+            else:
+                self._remember(pcm)
+        elif isinstance(frame, SpeechStarted):
+            self._in_speech = True
+            self._segment = list(self._recent)
+            self._segment_samples = self._recent_samples
+            self._segment_start = frame.time - self._recent_samples / self.rate
+            self._next_partial = self.options.partial_interval
+        elif isinstance(frame, SpeechStopped):
+            await self._final(frame)
+
+    def _remember(self, pcm: PCM) -> None:
+        self._recent.append(pcm)
+        self._recent_samples += len(pcm)
+        keep = int(self.options.pre_roll * self.rate)
+        while self._recent and self._recent_samples - len(self._recent[0]) >= keep:
+            self._recent_samples -= len(self._recent.popleft())
+
+    def _audio(self) -> npt.NDArray[np.float32]:
+        if not self._segment:
+            return np.zeros(0, np.float32)
+        return to_float(np.concatenate(self._segment))
+
+    def _maybe_partial(self, turn: int) -> None:
+        interval = self.options.partial_interval
+        if interval <= 0 or self._segment_samples / self.rate < self._next_partial:
+            return
+        if self._partial is not None and not self._partial.done():
+            return
+        self._next_partial += interval
+        self._partial = asyncio.create_task(self._run_partial(turn, self._audio()))
+
+    async def _run_partial(self, turn: int, audio: npt.NDArray[np.float32]) -> None:
+        result = await self.ctx.clock.run_blocking(self.recognize, audio)
+        if not self._in_speech or not result.text.strip():
+            return
+        await self.push(Transcript(
+            conversation=self.ctx.conversation, turn=turn, time=self.now(),
+            text=result.text.strip(), final=False, avg_logprob=result.avg_logprob,
+            no_speech_prob=result.no_speech_prob, speech_start=self._segment_start,
+            speech_end=self._segment_start + len(audio) / self.rate,
+        ))
+
+    def rejected(self, result: Recognition, speech_seconds: float) -> str | None:
+        """Why a result is not trusted as speech, or None when it is."""
+        opts = self.options
+        if speech_seconds < opts.min_speech:
+            return "too_short"
+        if _WORDLESS.match(result.text):
+            return "no_words"
+        if (result.no_speech_prob > opts.no_speech_threshold
+                and result.avg_logprob < opts.logprob_threshold):
+            return "no_speech"
+        return None
+
+    async def _final(self, stop: SpeechStopped) -> None:
+        ctx = self.ctx
+        self._in_speech = False
+        audio = self._audio()
+        self._segment, self._segment_samples = [], 0
+        self._recent.clear()
+        self._recent_samples = 0
+        span = ctx.tracer.begin("asr", self.name, stop.turn, stop.time)
+        speech = stop.time - stop.started
+        if speech < self.options.min_speech:
+            result, reason = Recognition(""), "too_short"
+        else:
+            result = await ctx.clock.run_blocking(self.recognize, audio)
+            reason = self.rejected(result, speech)
+        text = "" if reason else result.text.strip()
+        offset = self._segment_start
+        words = () if reason else tuple(
+            Word(w.text, w.start + offset, w.end + offset, w.probability) for w in result.words)
+        span.end(text=text, rejected=reason, avg_logprob=round(result.avg_logprob, 3),
+                 no_speech_prob=round(result.no_speech_prob, 3),
+                 audio_seconds=round(len(audio) / self.rate, 3))
+        await self.push(Transcript(
+            conversation=ctx.conversation, turn=stop.turn, time=self.now(), text=text,
+            final=True, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
+            words=words, speech_start=stop.started, speech_end=stop.time,
+        ))
+
+    async def stop(self) -> None:
+        if self._partial is not None:
+            self._partial.cancel()

