@@ -100,7 +100,7 @@ def parse_pipeline(data: Any, source: str = "<pipeline>") -> PipelineConfig:
         try:
             adapter = load_adapter(stage.adapter)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: stages.{name}.adapter: {exc}") from None
+            raise type(exc)(f"{source}: stages.{name}.adapter: {exc}") from None
         try:
             adapter.Options.model_validate(stage.options)
         except ValidationError as exc:

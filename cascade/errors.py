@@ -19,8 +19,9 @@ class MissingDependency(CascadeError):
     """An adapter's optional dependency or model file is not installed."""
 
     def __init__(self, adapter: str, what: str, extra: str | None) -> None:
+        """``adapter`` names who needs it: "adapter 'piper'", "trace --png", ..."""
         hint = f"pip install 'voice-cascade[{extra}]'" if extra else f"install {what}"
-        super().__init__(f"adapter '{adapter}' needs {what}, which is not installed: {hint}")
+        super().__init__(f"{adapter} needs {what}, which is not installed: {hint}")
         self.adapter = adapter
         self.what = what
         self.extra = extra

@@ -61,7 +61,8 @@ def turn_metrics(spans: Iterable[Span]) -> list[TurnMetrics]:
         tts = _first(group, "tts")
         if eot is not None:
             m.heard = str(eot.attrs.get("text", ""))
-            m.end_reason = str(eot.attrs.get("reason"))
+            reason = eot.attrs.get("reason")
+            m.end_reason = None if reason is None else str(reason)
             m.endpointing = eot.end - eot.start
             if speech is not None:
                 m.voice_to_voice = speech.start - eot.start

@@ -64,6 +64,7 @@ class Playout(Stage):
         self._cursor = 0.0
         self._clauses: list[str] = []
         self._clause = ""
+        self._clause_closed = True
         self._clause_received = 0.0
         self._clause_played = 0.0
 
@@ -82,14 +83,15 @@ class Playout(Stage):
                 await self._stopped(interrupted=False)
             self._turn = frame.turn
             self._cursor = now
-            self._clauses, self._clause = [], ""
+            self._clauses, self._clause, self._clause_closed = [], "", True
             self._span = self.ctx.tracer.begin("agent_speech", self.name, frame.turn, now)
             await self.push(AgentSpeechStarted(
                 conversation=self.ctx.conversation, turn=frame.turn, time=now))
-        if frame.text != self._clause:
+        if self._clause_closed:
             if self._clause:
                 self._clauses.append(self._clause)
             self._clause, self._clause_received, self._clause_played = frame.text, 0.0, 0.0
+            self._clause_closed = False
         duration = len(frame.pcm) / frame.sample_rate
         self._clause_received += duration
         start = max(self._cursor, now)
@@ -97,6 +99,7 @@ class Playout(Stage):
         self._cursor = start + duration
         await clock.sleep_until(self._cursor - self.lead)
         self._clause_played += duration
+        self._clause_closed = frame.clause_end
         if frame.reply_end:
             await self._stopped(interrupted=False)
 
@@ -111,10 +114,11 @@ class Playout(Stage):
             end = now
         else:
             end = max(now, self._cursor)
-        spoken = heard_text(self._clauses, self._clause, self._clause_played,
-                            self._clause_received)
-        if not interrupted and self._clause:
-            spoken = " ".join([*self._clauses, self._clause])
+        if interrupted:
+            spoken = heard_text(self._clauses, self._clause, self._clause_played,
+                                self._clause_received)
+        else:
+            spoken = " ".join(c for c in [*self._clauses, self._clause] if c)
         span.end(end, interrupted=interrupted, text=spoken)
         self._clause = ""
         await self.push(AgentSpeechStopped(

@@ -56,7 +56,7 @@ class Adapter(Stage):
     def ensure_available(cls, name: str, options: BaseModel | None = None) -> None:
         gaps = cls.missing(options)
         if gaps:
-            raise MissingDependency(name, ", ".join(gaps), cls.extra)
+            raise MissingDependency(f"adapter '{name}'", ", ".join(gaps), cls.extra)
 
     @classmethod
     def create(cls, options: BaseModel) -> Stage:

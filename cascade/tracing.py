@@ -24,6 +24,8 @@ SPAN_NAMES = (
     "tts",
     "agent_speech",
     "interruption",
+    "backchannel",
+    "error",
 )
 
 

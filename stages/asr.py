@@ -71,6 +71,7 @@ class ASRStage(Adapter):
         self._in_speech = False
         self._next_partial = 0.0
         self._partial: asyncio.Task[None] | None = None
+        self._partial_result: tuple[float, Recognition] | None = None
 
     def recognize(self, audio: npt.NDArray[np.float32]) -> Recognition:
         """Transcribe float32 mono audio at 16 kHz (blocking; runs in a worker thread)."""
@@ -92,6 +93,7 @@ class ASRStage(Adapter):
             self._segment_samples = self._recent_samples
             self._segment_start = frame.time - self._recent_samples / self.rate
             self._next_partial = self.options.partial_interval
+            self._partial_result = None
         elif isinstance(frame, SpeechStopped):
             await self._final(frame)
 
@@ -117,7 +119,9 @@ class ASRStage(Adapter):
         self._partial = asyncio.create_task(self._run_partial(turn, self._audio()))
 
     async def _run_partial(self, turn: int, audio: npt.NDArray[np.float32]) -> None:
+        covered = self._segment_start + len(audio) / self.rate
         result = await self.ctx.clock.run_blocking(self.recognize, audio)
+        self._partial_result = (covered, result)
         if not self._in_speech or not result.text.strip():
             return
         await self.push(Transcript(
@@ -148,10 +152,13 @@ class ASRStage(Adapter):
         self._recent_samples = 0
         span = ctx.tracer.begin("asr", self.name, stop.turn, stop.time)
         speech = stop.time - stop.started
+        reused = False
         if speech < self.options.min_speech:
             result, reason = Recognition(""), "too_short"
         else:
-            result = await ctx.clock.run_blocking(self.recognize, audio)
+            reusable = await self._finished_partial(stop.time)
+            reused = reusable is not None
+            result = reusable or await ctx.clock.run_blocking(self.recognize, audio)
             reason = self.rejected(result, speech)
         text = "" if reason else result.text.strip()
         offset = self._segment_start
@@ -159,12 +166,23 @@ class ASRStage(Adapter):
             Word(w.text, w.start + offset, w.end + offset, w.probability) for w in result.words)
         span.end(text=text, rejected=reason, avg_logprob=round(result.avg_logprob, 3),
                  no_speech_prob=round(result.no_speech_prob, 3),
-                 audio_seconds=round(len(audio) / self.rate, 3))
+                 audio_seconds=round(len(audio) / self.rate, 3), reused_partial=reused)
         await self.push(Transcript(
             conversation=ctx.conversation, turn=stop.turn, time=self.now(), text=text,
             final=True, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
             words=words, speech_start=stop.started, speech_end=stop.time,
         ))
+
+    async def _finished_partial(self, speech_end: float) -> Recognition | None:
+        """Let a running partial finish (it holds the CPU anyway); reuse it when it
+        already covers the whole utterance, which saves a second recognition."""
+        task, self._partial = self._partial, None
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        found, self._partial_result = self._partial_result, None
+        if found is not None and found[0] >= speech_end:
+            return found[1]
+        return None
 
     async def stop(self) -> None:
         if self._partial is not None:

@@ -92,37 +92,27 @@ class LLMStage(Adapter):
         message = self._remember_reply(frame.turn, "")
         span = ctx.tracer.begin("llm", self.name, frame.turn)
         splitter = ClauseSplitter(self.options.clause_min_words)
-        reply: list[str] = []
         ttft: float | None = None
-        pending: str | None = None
         try:
             async for delta in self.stream(messages):
                 if ttft is None and delta.strip():
                     ttft = self.now() - span.start
-                reply.append(delta)
                 message["content"] += delta
                 for clause in splitter.feed(delta):
-                    if pending is not None:
-                        await self._say(frame.turn, pending, last=False)
-                    pending = clause
+                    await self._say(frame.turn, clause, last=False)
         finally:
-            text = "".join(reply).strip()
-            message["content"] = message["content"].strip()
-            if not message["content"]:
+            text = message["content"].strip()
+            message["content"] = text
+            if not text:
                 self._forget_reply(frame.turn)
             span.end(text=text, ttft=None if ttft is None else round(ttft, 4),
                      user=frame.text)
-        rest = splitter.flush()
-        if pending is not None and rest:
-            await self._say(frame.turn, pending, last=False)
-            pending = rest
-        elif rest:
-            pending = rest
-        await self._say(frame.turn, pending or "", last=True)
+        await self._say(frame.turn, splitter.flush(), last=True)
         await self.push(LLMReply(conversation=ctx.conversation, turn=frame.turn,
                                  time=self.now(), text=text))
 
     async def _say(self, turn: int, text: str, last: bool) -> None:
+        """One clause for TTS; the last one may be empty (it only marks the reply's end)."""
         await self.push(LLMText(conversation=self.ctx.conversation, turn=turn,
                                 time=self.now(), text=text, last=last))
 

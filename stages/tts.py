@@ -50,10 +50,12 @@ class TTSStage(Adapter):
         if text:
             span = ctx.tracer.begin("tts", self.name, frame.turn)
             ttfb: float | None = None
+            produced = span.start
             held = np.zeros(0, np.int16)
             async for pcm, source_rate in self.synthesize(text):
+                produced = self.now()
                 if ttfb is None:
-                    ttfb = self.now() - span.start
+                    ttfb = produced - span.start
                 pcm = resample(pcm, source_rate, rate)
                 held = np.concatenate([held, pcm]) if len(held) else pcm
                 whole = len(held) - len(held) % size
@@ -62,7 +64,7 @@ class TTSStage(Adapter):
                 held = held[whole:]
             if len(held):
                 chunks.append(held)
-            span.end(text=text, ttfb=None if ttfb is None else round(ttfb, 4))
+            span.end(produced, text=text, ttfb=None if ttfb is None else round(ttfb, 4))
         tail = chunks[0] if chunks else np.zeros(0, np.int16)
         await self._send(frame, tail, rate, clause_end=True, reply_end=frame.last)
 

@@ -8,8 +8,9 @@ speech, and makes two kinds of decision, each traced with its reason:
   continuation ("and", "but", "um", a trailing comma); never past ``max_delay``.
   Then emit ``EndOfTurn`` with everything the caller said.
 * **Barge-in** - caller speech while the agent speaks interrupts it once the
-  speech lasts ``barge_in_min_speech`` (or, with ``barge_in_min_words``, once
-  that many words are recognised). Shorter speech is judged by its words:
+  speech lasts ``barge_in_min_speech`` (known for sure ``vad_stop_delay`` later,
+  when the VAD could have reported a stop), or, with ``barge_in_min_words``,
+  once that many words are recognised. Shorter speech is judged by its words:
   backchannels ("uh-huh", "yeah", "okay") never interrupt, and are traced.
   Speech that starts while a reply is being prepared but not yet audible
   cancels that reply: the caller was not done.
@@ -61,6 +62,9 @@ class TurnOptions(BaseModel):
     allow_interruptions: bool = True
     barge_in_min_speech: float = Field(0.5, ge=0.0, description="caller speech (s) that "
                                        "interrupts the agent")
+    vad_stop_delay: float = Field(0.2, ge=0.0, description="how late the VAD reports the "
+                                  "end of speech (its min_silence): speech is only judged "
+                                  "long enough once a stop could have been reported")
     barge_in_min_words: int = Field(0, ge=0, description="words that interrupt the agent "
                                     "before barge_in_min_speech (0: off)")
     backchannels: list[str] = Field(default_factory=lambda: list(BACKCHANNELS))
@@ -101,6 +105,9 @@ class TurnController(Adapter):
             self.speech_end = frame.time
             self.awaiting_final = True
             self._cancel_barge_timer()
+            long_enough = frame.time - frame.started >= self.options.barge_in_min_speech
+            if self.agent_speaking and long_enough and self.options.allow_interruptions:
+                await self._interrupt("speech", frame.started)
         elif isinstance(frame, Transcript):
             if frame.final:
                 await self._final(frame)
@@ -120,7 +127,8 @@ class TurnController(Adapter):
             await self._cancel_pending("caller_resumed")
 
     async def _barge_after_min_speech(self, onset: float) -> None:
-        await self.ctx.clock.sleep_until(onset + self.options.barge_in_min_speech)
+        opts = self.options
+        await self.ctx.clock.sleep_until(onset + opts.barge_in_min_speech + opts.vad_stop_delay)
         if self.user_speaking and self.agent_speaking:
             await self._interrupt("speech", onset)
 

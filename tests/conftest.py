@@ -79,3 +79,44 @@ def run_virtual(pipeline: Pipeline, audio: PCM, recorder: CallRecorder | None = 
 
 def names(trace: MemoryTrace) -> Sequence[str]:
     return [s.name for s in trace.spans]
+
+
+SPEECH = Path("/usr/share/pocketsphinx/test/data")
+LIBRIVOX = SPEECH / "librivox"
+
+
+def librivox_transcripts() -> dict[str, str]:
+    """Clip id -> reference text, from pocketsphinx-testdata's transcription file."""
+    out = {}
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        words, _, clip = line.rpartition("(")
+        out[clip.strip(") ")] = words.replace("<s>", "").replace("</s>", "").strip()
+    return out
+
+
+def librivox(clip: str) -> PCM:
+    from cascade.audio import read_audio
+
+    return read_audio(LIBRIVOX / f"{clip}.wav", RATE)
+
+
+def piper_says(text: str) -> PCM:
+    """The bundled Piper voice speaking ``text``, at 16 kHz."""
+    from cascade.adapters.piper import PiperOptions, PiperTTS
+    from cascade.audio import resample
+
+    shared = PiperTTS._load(PiperOptions())
+    chunks = [resample(c.audio_int16_array, c.sample_rate, RATE)
+              for c in shared.voice.synthesize(text)]
+    return np.concatenate(chunks)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import re
+
+    import jiwer
+
+    def norm(text: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9']+", text.lower().replace("-", " ")))
+
+    return float(jiwer.wer(norm(reference), norm(hypothesis)))

