@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from cascade.audio import read_audio
 from cascade.clock import Clock, RealClock, VirtualClock
@@ -15,7 +16,7 @@ from cascade.errors import ConfigError
 from cascade.metrics import turn_metrics
 from cascade.pipelines import builtin_names, builtin_pipeline
 from cascade.runner import run_call
-from cascade.tracing import TraceSink, TraceWriter
+from cascade.tracing import Span, TraceSink, TraceWriter
 
 
 def find_pipeline(name: str | None) -> PipelineConfig:
@@ -80,6 +81,7 @@ def run_recording(
             sink.close()
     if output is not None:
         result.recorder.write(output, mix=mix)
+    print_dialogue(result.spans, console)
     console.print(turn_table(result.spans))
     if output is not None:
         console.print(f"call written to {output} "
@@ -87,6 +89,17 @@ def run_recording(
     if trace is not None:
         console.print(f"trace written to {trace}")
     return sum(1 for m in turn_metrics(result.spans) if m.turn > 0 and m.reply)
+
+
+def print_dialogue(spans: list[Span], console: Console) -> None:
+    """What each side said, turn by turn (the table below has the latencies)."""
+    for m in turn_metrics(spans):
+        if m.heard:
+            console.print(Text.assemble((f"{m.turn:>3} caller: ", "bold cyan"), m.heard))
+        if m.reply:
+            cut = " [cut off]" if m.interrupted else ""
+            console.print(Text.assemble((f"{m.turn:>3}  agent: ", "bold green"), m.reply,
+                                        (cut, "red")))
 
 
 def _llm_names(config: PipelineConfig) -> set[str]:
