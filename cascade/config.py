@@ -43,10 +43,18 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "pipeline"
-    sample_rate: int = Field(16000, description="PCM rate inside the graph (Hz)")
+    sample_rate: int = Field(16000, gt=0, description="PCM rate inside the graph (Hz)")
     inbox_size: int = Field(64, ge=1, description="frames a stage may have queued")
-    stages: dict[str, StageConfig]
+    stages: dict[str, StageConfig] = Field(min_length=1)
     edges: list[str] | None = Field(None, description='"from -> to" pairs')
+
+    @field_validator("stages")
+    @classmethod
+    def _playout_is_reserved(cls, stages: dict[str, StageConfig]) -> dict[str, StageConfig]:
+        if "playout" in stages:
+            raise ValueError("'playout' is the graph's output stage, added by Cascade; "
+                             "give your stage another name")
+        return stages
 
     @field_validator("edges")
     @classmethod

@@ -127,6 +127,8 @@ class AgentAudio(DataFrame):
     pcm: PCM
     sample_rate: int
     text: str
+    clause_seconds: float = 0.0
+    """Length of the clause's audio as known when this frame was made (0: unknown)."""
     clause_end: bool = False
     reply_end: bool = False
 

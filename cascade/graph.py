@@ -97,14 +97,14 @@ class _Runner:
         stage = self.stage
         while True:
             frame = await inbox.get()
-            if isinstance(frame, DataFrame):
-                if frame.turn <= self.cut_turn:
-                    continue
-            elif isinstance(frame, EndOfStream):
+            if isinstance(frame, EndOfStream):
                 self.eos_seen += 1
                 if self.eos_seen >= max(1, self.predecessors):
                     await self._finish(frame)
                 continue
+            if frame.turn <= self.cut_turn and (
+                    stage.interruptible or isinstance(frame, DataFrame)):
+                continue  # work for a reply that was cut: never start it
             self.current = frame
             try:
                 await stage.process(frame)
@@ -123,6 +123,25 @@ class _Runner:
         self.done.set()
 
 
+def _check_acyclic(runners: dict[str, _Runner]) -> None:
+    """Ordered frames may not loop (feedback travels as control frames)."""
+    indegree = {name: r.predecessors for name, r in runners.items()}
+    ready = [name for name, degree in indegree.items() if degree == 0]
+    seen = 0
+    while ready:
+        runner = runners[ready.pop()]
+        seen += 1
+        for succ in runner.successors:
+            indegree[succ.name] -= 1
+            if indegree[succ.name] == 0:
+                ready.append(succ.name)
+    if seen != len(runners):
+        looped = ", ".join(sorted(n for n, d in indegree.items() if d > 0))
+        raise GraphError(f"the edges form a cycle through: {looped}; ordered frames must "
+                         "flow one way (feedback such as agent speech travels as control "
+                         "frames to every stage)")
+
+
 class Graph:
     """A directed graph of stages for one conversation."""
 
@@ -138,6 +157,10 @@ class Graph:
         self.ctx = ctx
         self.observers: list[Observer] = []
         self._runners = {name: _Runner(self, name, st, inbox_size) for name, st in stages.items()}
+        edges = list(edges)
+        if len(set(edges)) != len(edges):
+            twice = sorted({e for e in edges if edges.count(e) > 1})
+            raise GraphError(f"edges listed twice: {', '.join(f'{a} -> {b}' for a, b in twice)}")
         for src, dst in edges:
             for end in (src, dst):
                 if end not in self._runners:
@@ -148,6 +171,10 @@ class Graph:
             self._runners[src].successors.append(self._runners[dst])
             self._runners[dst].predecessors += 1
         self.entries = [r for r in self._runners.values() if r.predecessors == 0]
+        if not self.entries:
+            raise GraphError("the graph has no entry stage: every stage has a predecessor, "
+                             "so input has nowhere to go (check the edges for a loop)")
+        _check_acyclic(self._runners)
         for name, runner in self._runners.items():
             runner.stage.bind(name, ctx, runner.emit)
         self._started = False
@@ -179,7 +206,7 @@ class Graph:
         """Feed without waiting (live sources); False when an entry inbox is full."""
         accepted = True
         for runner in self.entries:
-            if isinstance(frame, runner.stage.accepts):
+            if isinstance(frame, (EndOfStream, *runner.stage.accepts)):
                 accepted = runner.inbox.offer(frame) and accepted
         return accepted
 

@@ -49,7 +49,12 @@ class Inbox:
         while len(self._items) >= self.maxsize:
             putter = asyncio.get_running_loop().create_future()
             self._putters.append(putter)
-            await putter
+            try:
+                await putter
+            except asyncio.CancelledError:
+                if not putter.cancelled() and len(self._items) < self.maxsize:
+                    self._wake_putter()  # we were woken but won't put: pass it on
+                raise
         self._items.append(frame)
         self._wake_getter()
 

@@ -86,6 +86,8 @@ def turn_metrics(spans: Iterable[Span]) -> list[TurnMetrics]:
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q must be within 0..100, got {q}")
     ordered = sorted(values)
     if not ordered:
         raise ValueError("percentile of no values")

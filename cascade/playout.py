@@ -15,6 +15,7 @@ from cascade.frames import (
     AgentAudio,
     AgentSpeechStarted,
     AgentSpeechStopped,
+    Cancel,
     Frame,
     Interrupt,
     SystemFrame,
@@ -46,7 +47,7 @@ def heard_text(done: list[str], clause: str, played: float, received: float) -> 
     words = clause.split()
     if words and received > 0:
         share = min(1.0, played / received)
-        done = [*done, " ".join(words[: int(len(words) * share)])]
+        done = [*done, " ".join(words[: int(len(words) * share + 1e-6)])]
     return " ".join(part for part in done if part).strip()
 
 
@@ -66,7 +67,8 @@ class Playout(Stage):
         self._clause = ""
         self._clause_closed = True
         self._clause_received = 0.0
-        self._clause_played = 0.0
+        self._clause_audio = 0.0
+        self._clause_started = 0.0
 
     @property
     def speaking(self) -> bool:
@@ -90,15 +92,16 @@ class Playout(Stage):
         if self._clause_closed:
             if self._clause:
                 self._clauses.append(self._clause)
-            self._clause, self._clause_received, self._clause_played = frame.text, 0.0, 0.0
+            self._clause, self._clause_received, self._clause_audio = frame.text, 0.0, 0.0
+            self._clause_started = max(self._cursor, now)
             self._clause_closed = False
         duration = len(frame.pcm) / frame.sample_rate
-        self._clause_received += duration
+        self._clause_audio += duration
+        self._clause_received = max(self._clause_audio, frame.clause_seconds)
         start = max(self._cursor, now)
         self.sink.play(frame, start)
         self._cursor = start + duration
         await clock.sleep_until(self._cursor - self.lead)
-        self._clause_played += duration
         self._clause_closed = frame.clause_end
         if frame.reply_end:
             await self._stopped(interrupted=False)
@@ -115,8 +118,8 @@ class Playout(Stage):
         else:
             end = max(now, self._cursor)
         if interrupted:
-            spoken = heard_text(self._clauses, self._clause, self._clause_played,
-                                self._clause_received)
+            played = min(max(0.0, now - self._clause_started), self._clause_received)
+            spoken = heard_text(self._clauses, self._clause, played, self._clause_received)
         else:
             spoken = " ".join(c for c in [*self._clauses, self._clause] if c)
         span.end(end, interrupted=interrupted, text=spoken)
@@ -126,7 +129,8 @@ class Playout(Stage):
             spoken_text=spoken, interrupted=interrupted))
 
     async def on_system(self, frame: SystemFrame) -> None:
-        if isinstance(frame, Interrupt) and self._span is not None and self._turn <= frame.turn:
+        if (isinstance(frame, (Interrupt, Cancel)) and self._span is not None
+                and self._turn <= frame.turn):
             await self._stopped(interrupted=True)
 
     async def finish(self) -> None:

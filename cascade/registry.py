@@ -50,7 +50,7 @@ class Adapter(Stage):
     @classmethod
     def missing(cls, options: BaseModel | None = None) -> list[str]:
         """Python modules or model files this adapter needs that are not present."""
-        return [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        return [m for m in cls.requires if not _importable(m)]
 
     @classmethod
     def ensure_available(cls, name: str, options: BaseModel | None = None) -> None:
@@ -66,6 +66,13 @@ class Adapter(Stage):
     @classmethod
     def preload(cls, options: BaseModel) -> None:
         """Load shared models ahead of the first conversation (optional)."""
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a dotted name whose parent package is missing
+        return False
 
 
 def _entry_points() -> dict[str, EntryPoint]:
@@ -85,7 +92,13 @@ def load_adapter(name: str) -> type[Adapter]:
             f"no adapter named '{name}'; installed adapters: {known}. "
             "Fix the name, or install the package that provides it."
         )
-    cls = found.load()
+    try:
+        cls = found.load()
+    except ImportError as exc:
+        raise AdapterNotFound(
+            f"adapter '{name}' ({found.value}) cannot be imported: {exc}. "
+            "Reinstall the package that provides it."
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
         raise AdapterNotFound(f"entry point '{name}' ({found.value}) is not a Cascade adapter")
     return cls

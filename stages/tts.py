@@ -47,6 +47,7 @@ class TTSStage(Adapter):
         size = int(rate * FRAME_SECONDS)
         text = frame.text.strip()
         chunks: list[PCM] = []
+        known = 0.0
         if text:
             span = ctx.tracer.begin("tts", self.name, frame.turn)
             ttfb: float | None = None
@@ -57,20 +58,22 @@ class TTSStage(Adapter):
                 if ttfb is None:
                     ttfb = produced - span.start
                 pcm = resample(pcm, source_rate, rate)
+                known += len(pcm) / rate
                 held = np.concatenate([held, pcm]) if len(held) else pcm
                 whole = len(held) - len(held) % size
                 for start in range(0, whole, size):
-                    await self._send(frame, held[start : start + size], rate)
+                    await self._send(frame, held[start : start + size], rate, known)
                 held = held[whole:]
             if len(held):
                 chunks.append(held)
             span.end(produced, text=text, ttfb=None if ttfb is None else round(ttfb, 4))
         tail = chunks[0] if chunks else np.zeros(0, np.int16)
-        await self._send(frame, tail, rate, clause_end=True, reply_end=frame.last)
+        await self._send(frame, tail, rate, known, clause_end=True, reply_end=frame.last)
 
-    async def _send(self, frame: LLMText, pcm: PCM, rate: int, clause_end: bool = False,
-                    reply_end: bool = False) -> None:
+    async def _send(self, frame: LLMText, pcm: PCM, rate: int, known: float,
+                    clause_end: bool = False, reply_end: bool = False) -> None:
         await self.push(AgentAudio(
             conversation=frame.conversation, turn=frame.turn, time=self.now(), pcm=pcm,
-            sample_rate=rate, text=frame.text, clause_end=clause_end, reply_end=reply_end,
+            sample_rate=rate, text=frame.text, clause_seconds=known, clause_end=clause_end,
+            reply_end=reply_end,
         ))
