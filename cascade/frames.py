@@ -102,6 +102,15 @@ class EndOfTurn(Frame):
     speech_end: float
 
 
+@dataclass(slots=True, kw_only=True)
+class ResumeReply(Frame):
+    """The caller's interruption was a false alarm: speak the cut reply of ``resumes`` again,
+    from the sentence where it was cut, as reply ``turn``."""
+
+    resumes: int
+    reason: str
+
+
 # --- agent side ------------------------------------------------------------
 
 

@@ -25,6 +25,8 @@ SPAN_NAMES = (
     "agent_speech",
     "interruption",
     "backchannel",
+    "false_interruption",
+    "resume",
     "error",
 )
 

@@ -19,6 +19,7 @@ from cascade.frames import (
     Frame,
     LLMReply,
     LLMText,
+    ResumeReply,
     SystemFrame,
 )
 from cascade.registry import Adapter
@@ -47,13 +48,15 @@ class LLMStage(Adapter):
     """Base of LLM adapters: history, clause streaming, interruption-aware memory."""
 
     kind = "llm"
-    accepts = (EndOfTurn,)
+    accepts = (EndOfTurn, ResumeReply)
     interruptible = True
 
     def __init__(self, options: LLMOptions) -> None:
         self.options = options
         self.history: list[Message] = []
         self._replies: dict[int, Message] = {}
+        self._planned: dict[int, str] = {}
+        self._heard_before: dict[int, str] = {}
 
     def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         """Yield reply text deltas for ``messages`` (vendor)."""
@@ -83,6 +86,9 @@ class LLMStage(Adapter):
                                     time=self.now(), text=greeting, last=True))
 
     async def process(self, frame: Frame) -> None:
+        if isinstance(frame, ResumeReply):
+            await self._resume(frame)
+            return
         assert isinstance(frame, EndOfTurn)
         if not frame.text.strip():
             return
@@ -98,6 +104,7 @@ class LLMStage(Adapter):
                 if ttft is None and delta.strip():
                     ttft = self.now() - span.start
                 message["content"] += delta
+                self._planned[frame.turn] = message["content"]
                 for clause in splitter.feed(delta):
                     await self._say(frame.turn, clause, last=False)
         finally:
@@ -115,6 +122,26 @@ class LLMStage(Adapter):
         """One clause for TTS; the last one may be empty (it only marks the reply's end)."""
         await self.push(LLMText(conversation=self.ctx.conversation, turn=turn,
                                 time=self.now(), text=text, last=last))
+
+    async def _resume(self, frame: ResumeReply) -> None:
+        """Speak the cut reply again from the sentence where the caller cut in."""
+        message = self._replies.get(frame.resumes)
+        heard = message["content"] if message is not None else ""
+        kept, rest = unheard_part(self._planned.get(frame.resumes, ""), heard)
+        if not rest:
+            return
+        self.ctx.tracer.record("resume", self.name, frame.turn, self.now(), self.now(),
+                               resumes=frame.resumes, text=rest, reason=frame.reason)
+        if message is None:
+            message = self._remember_reply(frame.turn, "")
+        self._replies[frame.turn] = message
+        message["content"] = f"{kept} {rest}".strip()
+        self._planned[frame.turn] = rest
+        self._heard_before[frame.turn] = kept
+        splitter = ClauseSplitter(self.options.clause_min_words)
+        for clause in splitter.feed(rest + " "):
+            await self._say(frame.turn, clause, last=False)
+        await self._say(frame.turn, splitter.flush(), last=True)
 
     def _remember_reply(self, turn: int, text: str) -> Message:
         message = {"role": "assistant", "content": text}
@@ -136,7 +163,19 @@ class LLMStage(Adapter):
         message = self._replies.get(turn)
         if message is None:
             return
-        if spoken.strip():
-            message["content"] = spoken.strip()
+        spoken = f"{self._heard_before.get(turn, '')} {spoken}".strip()
+        if spoken:
+            message["content"] = spoken
         else:
             self._forget_reply(turn)
+
+
+def unheard_part(planned: str, heard: str) -> tuple[str, str]:
+    """Split ``planned`` into the whole sentences the caller heard and the rest, which
+    restarts at the sentence they cut into (``heard`` is a word prefix of ``planned``)."""
+    words = planned.split()
+    cut = min(len(heard.split()), len(words))
+    while cut > 0 and not words[cut - 1].endswith((".", "!", "?", "…")):
+        cut -= 1
+    return " ".join(words[:cut]), " ".join(words[cut:])
+

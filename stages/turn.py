@@ -14,6 +14,9 @@ speech, and makes two kinds of decision, each traced with its reason:
   backchannels ("uh-huh", "yeah", "okay") never interrupt, and are traced.
   Speech that starts while a reply is being prepared but not yet audible
   cancels that reply: the caller was not done.
+* **False interruption** - a barge-in on sound alone (a cough, a door) that
+  yields no words, or only a backchannel, within ``false_interruption_timeout``
+  makes the agent resume from the sentence it was cut in (``ResumeReply``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from cascade.frames import (
     ErrorFrame,
     Frame,
     Interrupt,
+    ResumeReply,
     SpeechStarted,
     SpeechStopped,
     SystemFrame,
@@ -69,6 +73,10 @@ class TurnOptions(BaseModel):
                                     "before barge_in_min_speech (0: off)")
     backchannels: list[str] = Field(default_factory=lambda: list(BACKCHANNELS))
     backchannel_max_words: int = Field(3, ge=0)
+    resume_after_false_interruption: bool = True
+    false_interruption_timeout: float = Field(2.0, gt=0.0, description="an interruption "
+                                              "that yields no words within this time "
+                                              "(s) was a false alarm: the agent resumes")
 
 
 class TurnController(Adapter):
@@ -94,6 +102,8 @@ class TurnController(Adapter):
         self._barged = False
         self._endpoint: asyncio.Task[None] | None = None
         self._barge_timer: asyncio.Task[None] | None = None
+        self._suspect: tuple[int, float] | None = None  # (cut turn, when) of a barge-in
+        self._suspect_timer: asyncio.Task[None] | None = None
 
     # --- input -------------------------------------------------------------
 
@@ -143,6 +153,16 @@ class TurnController(Adapter):
     async def _final(self, frame: Transcript) -> None:
         self.awaiting_final = False
         text = frame.text.strip()
+        if self._suspect is not None:
+            if not text or self.is_backchannel(text):
+                if text:
+                    self.ctx.tracer.record("backchannel", self.name, self._suspect[0],
+                                           frame.speech_start, frame.speech_end, text=text)
+                if not self.user_speaking:
+                    await self._resume("no_words" if not text else "backchannel")
+                self._schedule_endpoint()
+                return
+            self._clear_suspect()  # real words: the interruption stands
         if self.agent_speaking and not self._barged and text:
             if self.is_backchannel(text):
                 self.ctx.tracer.record("backchannel", self.name, self.agent_turn,
@@ -226,8 +246,40 @@ class TurnController(Adapter):
         turn = self.agent_turn
         now = self.now()
         ctx.tracer.record("interruption", self.name, turn, onset, now, reason=reason)
+        if reason == "speech" and self.options.resume_after_false_interruption:
+            self._clear_suspect()
+            self._suspect = (turn, now)
+            self._suspect_timer = asyncio.create_task(self._resume_if_no_words(turn, now))
         await self.push(Interrupt(conversation=ctx.conversation, turn=turn, time=now,
                                   reason=reason))
+
+    async def _resume_if_no_words(self, turn: int, since: float) -> None:
+        await self.ctx.clock.sleep_until(since + self.options.false_interruption_timeout)
+        self._suspect_timer = None
+        if self._suspect == (turn, since) and not self.user_speaking and not self.words:
+            await self._resume("timeout")
+
+    async def _resume(self, why: str) -> None:
+        """The barge-in heard no words: speak the cut reply again, as a new reply turn."""
+        if self._suspect is None:
+            return
+        cut, since = self._suspect
+        self._clear_suspect()
+        ctx = self.ctx
+        turn = ctx.turn
+        ctx.turn = turn + 1
+        now = self.now()
+        ctx.tracer.record("false_interruption", self.name, cut, since, now, reason=why,
+                          resumed_as=turn)
+        self.pending_reply = turn
+        await self.push(ResumeReply(conversation=ctx.conversation, turn=turn, time=now,
+                                    resumes=cut, reason=why))
+
+    def _clear_suspect(self) -> None:
+        self._suspect = None
+        if self._suspect_timer is not None:
+            self._suspect_timer.cancel()
+            self._suspect_timer = None
 
     async def _cancel_pending(self, reason: str) -> None:
         turn = self.pending_reply
@@ -262,3 +314,4 @@ class TurnController(Adapter):
     async def stop(self) -> None:
         self._cancel_endpoint()
         self._cancel_barge_timer()
+        self._clear_suspect()

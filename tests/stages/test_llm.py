@@ -62,3 +62,28 @@ def test_messages_fit_the_token_budget_newest_first() -> None:
     assert messages[-1]["content"].startswith("message number 39")
     assert 1 < len(messages) < 10
     assert sum(llm.count_tokens(m["content"]) + 4 for m in messages[1:]) <= 64
+
+
+def test_resume_speaks_again_from_the_sentence_that_was_cut() -> None:
+    from cascade.frames import ResumeReply
+
+    llm = EchoLLM(EchoLLMOptions())
+    resume = (4.0, lambda c: ResumeReply(conversation="call", turn=2, time=4.0, resumes=1,
+                                         reason="no_words"))
+    run = drive(llm, [end_of_turn(1.0, "book a table"),
+                      stopped(3.0, "You said: book a table. Is there"), resume], until=6.0)
+    resumed = [f for f in run.collector.of(LLMText) if f.turn == 2]
+    assert [f.text for f in resumed if f.text] == ["Is there anything else?"]
+    assert resumed[-1].last
+    assert llm.history[-1]["content"] == "You said: book a table. Is there anything else?"
+    [span] = run.trace.named("resume")
+    assert span.attrs["resumes"] == 1 and span.turn == 2
+
+
+def test_unheard_part_restarts_at_the_cut_sentence() -> None:
+    from cascade.stages.llm import unheard_part
+
+    assert unheard_part("One two. Three four five. Six.", "One two. Three") == (
+        "One two.", "Three four five. Six.")
+    assert unheard_part("One two.", "") == ("", "One two.")
+    assert unheard_part("One two.", "One two.") == ("One two.", "")

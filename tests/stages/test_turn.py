@@ -11,6 +11,7 @@ from cascade.frames import (
     EndOfTurn,
     Frame,
     Interrupt,
+    ResumeReply,
     SpeechStarted,
     SpeechStopped,
     Transcript,
@@ -182,3 +183,50 @@ def test_decisions_are_deterministic() -> None:
     assert [s.to_json() for s in first.trace.spans] == [s.to_json() for s in second.trace.spans]
     assert _frames_of(first) == _frames_of(second)
 
+
+
+def noise_burst(onset: float, end: float, text: str = "") -> list[Step]:
+    return [started(onset), stopped(end, onset), final(end + 0.5, text, onset, end)]
+
+
+def test_noise_during_agent_speech_interrupts_then_the_agent_resumes() -> None:
+    steps = [agent_starts(0.5), *noise_burst(2.0, 2.8)]
+    result = run(steps, barge_in_min_speech=0.5)
+    [cut] = result.collector.of(Interrupt)
+    [resume] = result.collector.of(ResumeReply)
+    assert cut.turn == 0 and resume.resumes == 0 and resume.turn == 1
+    assert resume.time == pytest.approx(3.3)  # as soon as the empty transcript arrived
+    [span] = spans(result, "false_interruption")
+    assert span["reason"] == "no_words" and span["resumed_as"] == 1
+    assert ends(result) == []  # a cough is not a user turn
+    assert result.ctx.turn == 2
+
+
+def test_barge_in_with_no_transcript_at_all_resumes_after_the_timeout() -> None:
+    steps = [agent_starts(0.5), started(2.0), stopped(2.8, 2.0)]  # ASR never answers
+    result = run(steps, barge_in_min_speech=0.5, false_interruption_timeout=2.0)
+    [cut] = result.collector.of(Interrupt)
+    [resume] = result.collector.of(ResumeReply)
+    assert cut.time == pytest.approx(2.7) and resume.time == pytest.approx(4.7)
+    assert spans(result, "false_interruption")[0]["reason"] == "timeout"
+
+
+def test_a_long_backchannel_that_interrupted_is_undone() -> None:
+    steps = [agent_starts(0.5), *noise_burst(2.0, 2.9, "yeah okay")]
+    result = run(steps, barge_in_min_speech=0.5)
+    assert len(result.collector.of(Interrupt)) == 1
+    assert len(result.collector.of(ResumeReply)) == 1
+    assert [s["text"] for s in spans(result, "backchannel")] == ["yeah okay"]
+
+
+def test_real_words_after_a_barge_in_stand() -> None:
+    steps = [agent_starts(0.5), *noise_burst(2.0, 2.9, "Actually I want Tuesday.")]
+    result = run(steps, barge_in_min_speech=0.5)
+    assert result.collector.of(ResumeReply) == []
+    assert ends(result)[0][1].text == "Actually I want Tuesday."
+
+
+def test_resume_can_be_turned_off() -> None:
+    steps = [agent_starts(0.5), *noise_burst(2.0, 2.8)]
+    result = run(steps, resume_after_false_interruption=False)
+    assert result.collector.of(ResumeReply) == []
