@@ -1,8 +1,8 @@
 """Pipeline files: the graph as a YAML document, validated by pydantic.
 
 A pipeline names one adapter per stage; swapping a vendor is a one-line change.
-When ``edges`` is left out, stages named after their role (vad, asr, turn, llm,
-tts, fused) are joined as the standard cascade. Every error names the file, the
+When ``edges`` is left out, stages named after their role (echo, vad, asr, turn,
+llm, tts, fused) are joined as the standard cascade. Every error names the file, the
 field and the fix.
 """
 
@@ -18,6 +18,7 @@ from cascade.errors import ConfigError
 from cascade.registry import Adapter, load_adapter
 
 STANDARD_EDGES = (
+    ("echo", "vad"),
     ("vad", "asr"),
     ("vad", "turn"),
     ("asr", "turn"),

@@ -19,6 +19,7 @@ from cascade.clock import Clock
 from cascade.config import PipelineConfig, resolve
 from cascade.frames import PCM, EndOfStream, Frame, SystemFrame, UserAudio
 from cascade.graph import Graph
+from cascade.playback import PlaybackHistory
 from cascade.playout import AudioSink, Playout
 from cascade.registry import Adapter
 from cascade.stage import Stage, StageContext
@@ -62,7 +63,8 @@ class Pipeline:
     ) -> Conversation:
         cid = conversation_id or f"c{next(_ids)}"
         tracer = Tracer(cid, clock, traces)
-        ctx = StageContext(cid, clock, tracer, self.config.sample_rate, log)
+        rate = self.config.sample_rate
+        ctx = StageContext(cid, clock, tracer, rate, log, playback=PlaybackHistory(rate, 4.0))
         stages = self.build_stages()
         stages["playout"] = Playout(sink)
         edges = self.config.edge_pairs()

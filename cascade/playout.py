@@ -100,6 +100,8 @@ class Playout(Stage):
         self._clause_received = max(self._clause_audio, frame.clause_seconds)
         start = max(self._cursor, now)
         self.sink.play(frame, start)
+        if self.ctx.playback is not None and frame.sample_rate == self.ctx.sample_rate:
+            self.ctx.playback.write(frame.pcm, start)
         self._cursor = start + duration
         await clock.sleep_until(self._cursor - self.lead)
         self._clause_closed = frame.clause_end
@@ -114,6 +116,8 @@ class Playout(Stage):
         now = self.now()
         if interrupted:
             self.sink.clear(now)
+            if self.ctx.playback is not None:
+                self.ctx.playback.erase_after(now)
             end = now
         else:
             end = max(now, self._cursor)

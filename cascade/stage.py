@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from cascade.clock import Clock
 from cascade.frames import Frame, SystemFrame
+from cascade.playback import PlaybackHistory
 from cascade.tracing import Tracer
 
 
@@ -30,6 +31,8 @@ class StageContext:
     log: logging.Logger
     turn: int = 1
     """The user turn now forming; the turn controller advances it at each end of turn."""
+    playback: PlaybackHistory | None = None
+    """What the agent actually played (written by playout; the echo reference)."""
 
 
 Emit = Callable[[Frame], Awaitable[None]]

@@ -114,3 +114,20 @@ def test_real_time_pace_measures_voice_to_voice_latency() -> None:
     # voice-to-voice covers endpointing plus the LLM and TTS latencies
     assert m.llm_ttft > 0 and m.tts_ttfb > 0
     assert m.voice_to_voice >= m.endpointing + m.llm_ttft
+
+
+def test_the_agents_own_voice_fed_back_at_minus_10_db_does_not_interrupt_it() -> None:
+    import yaml
+
+    from tests.stages.test_echo import call_with_echo
+
+    data = yaml.safe_load(builtin_pipeline("local").read_text())
+    data["stages"]["llm"]["options"]["max_tokens"] = 40
+    data["stages"]["echo"] = {"adapter": "echo-gate"}
+    caller = script(silence(0.5), piper_says("Can you tell me a long story about a dog?"),
+                    silence(12.0))
+    trace = call_with_echo(Pipeline(parse_pipeline(data)), caller, gain_db=-10.0, delay=0.15)
+    assert trace.named("interruption") == []
+    [speech] = [s for s in trace.named("agent_speech") if s.turn == 1]
+    assert speech.attrs["interrupted"] is False and speech.end - speech.start > 3.0
+    assert [s.turn for s in trace.named("end_of_turn")] == [1]
