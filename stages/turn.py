@@ -71,6 +71,9 @@ class TurnOptions(BaseModel):
                                   "long enough once a stop could have been reported")
     barge_in_min_words: int = Field(0, ge=0, description="words that interrupt the agent "
                                     "before barge_in_min_speech (0: off)")
+    require_transcript: bool = Field(True, description="a turn needs recognised words; "
+                                     "False ends turns on voice activity alone (for a "
+                                     "fused model behind the controller with no ASR)")
     backchannels: list[str] = Field(default_factory=lambda: list(BACKCHANNELS))
     backchannel_max_words: int = Field(3, ge=0)
     resume_after_false_interruption: bool = True
@@ -102,6 +105,7 @@ class TurnController(Adapter):
         self._barged = False
         self._endpoint: asyncio.Task[None] | None = None
         self._barge_timer: asyncio.Task[None] | None = None
+        self._voiced = False  # speech heard this turn (counts as words without a transcript)
         self._suspect: tuple[int, float] | None = None  # (cut turn, when) of a barge-in
         self._suspect_timer: asyncio.Task[None] | None = None
 
@@ -113,11 +117,14 @@ class TurnController(Adapter):
         elif isinstance(frame, SpeechStopped):
             self.user_speaking = False
             self.speech_end = frame.time
-            self.awaiting_final = True
+            self.awaiting_final = self.options.require_transcript
             self._cancel_barge_timer()
             long_enough = frame.time - frame.started >= self.options.barge_in_min_speech
             if self.agent_speaking and long_enough and self.options.allow_interruptions:
                 await self._interrupt("speech", frame.started)
+            if not self.options.require_transcript:
+                self._voiced = True
+                self._schedule_endpoint()
         elif isinstance(frame, Transcript):
             if frame.final:
                 await self._final(frame)
@@ -195,8 +202,9 @@ class TurnController(Adapter):
 
     def _schedule_endpoint(self) -> None:
         self._cancel_endpoint()
-        if self.user_speaking or self.awaiting_final or not self.words:
-            if not self.words and not self.user_speaking and not self.awaiting_final:
+        heard = bool(self.words) or self._voiced
+        if self.user_speaking or self.awaiting_final or not heard:
+            if not heard and not self.user_speaking and not self.awaiting_final:
                 self.turn_start = None
             return
         opts = self.options
@@ -219,7 +227,7 @@ class TurnController(Adapter):
         now = self.now()
         ctx.tracer.record("end_of_turn", self.name, turn, self.speech_end, now, reason=reason,
                           text=text, delay=round(now - self.speech_end, 4))
-        self.words, self.turn_start = [], None
+        self.words, self.turn_start, self._voiced = [], None, False
         ctx.turn = turn + 1
         self.pending_reply = turn
         await self.push(EndOfTurn(conversation=ctx.conversation, turn=turn, time=now,
@@ -307,7 +315,8 @@ class TurnController(Adapter):
 
     async def finish(self) -> None:
         self._cancel_barge_timer()
-        if self._endpoint is not None or (self.words and not self.awaiting_final):
+        if self._endpoint is not None or (
+                (self.words or self._voiced) and not self.awaiting_final):
             self._cancel_endpoint()
             await self._end_turn("end_of_stream")
 
