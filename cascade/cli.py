@@ -6,15 +6,19 @@ non-zero exit code; tracebacks are for bugs, not for bad input.
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from cascade.errors import CascadeError
+from cascade.config import PipelineConfig
+from cascade.errors import CascadeError, MissingDependency
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cascade: voice agents as a traced, measurable stage graph.")
@@ -23,7 +27,7 @@ out = Console()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -106,6 +110,121 @@ def adapters() -> None:
         table.add_row(name, cls.kind, "yes" if cls.capabilities.streaming else "no", ready,
                       hint)
     out.print(table)
+
+
+_SERVER_EXTRAS = {"browser": "web", "openai-realtime": "realtime", "twilio": "phone",
+                  "sip": "phone"}
+
+
+def _entry(module: str, name: str, extra: str) -> Callable[..., Any]:
+    """A command's implementation, imported only when used (its extra may be missing)."""
+    try:
+        found: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        raise MissingDependency(f"this command ({module})", exc.name or module, extra) from None
+    return found
+
+
+def _pipeline(name: str | None) -> PipelineConfig:
+    from cascade.run_command import find_pipeline
+
+    return find_pipeline(name)
+
+
+@app.command()
+def serve(
+    protocol: Annotated[str, typer.Option("--protocol", help="browser | openai-realtime | "
+                                          "twilio | sip")] = "browser",
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8765,
+    token: Annotated[str | None, typer.Option("--token", help="required from clients when "
+                                              "bound to a non-loopback address")] = None,
+    phone: Annotated[bool, typer.Option("--phone", help="shorthand for --protocol twilio")] = False,
+) -> None:
+    """Serve a pipeline: a browser voice page, an OpenAI-Realtime-compatible websocket,
+    or a phone endpoint (Twilio Media Streams, SIP/RTP)."""
+    servers = {
+        "browser": "cascade.servers.browser",
+        "openai-realtime": "cascade.servers.realtime",
+        "twilio": "cascade.telephony.twilio_server",
+        "sip": "cascade.telephony.sip_server",
+    }
+    chosen = "twilio" if phone else protocol
+    if chosen not in servers:
+        raise fail(f"unknown protocol '{chosen}'; choose one of: {', '.join(servers)}")
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        raise fail(f"binding to {host} exposes the agent to the network: pass --token SECRET "
+                   "(clients must present it), or bind to 127.0.0.1")
+    try:
+        config = _pipeline(pipeline)
+        run_server = _entry(servers[chosen], "serve", _SERVER_EXTRAS[chosen])
+        run_server(config, host=host, port=port, token=token, console=out)
+    except CascadeError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command("eval")
+def eval_command(
+    suite: Annotated[Path, typer.Argument(help="scenario suite YAML")],
+    system: Annotated[list[str], typer.Option("--system", help="NAME=pipeline.yaml; give "
+                                              "two to compare them")],
+    out: Annotated[Path, typer.Option("--out", help="results folder")] = Path("results"),
+    fast: Annotated[bool, typer.Option("--fast", help="virtual clock where the stages "
+                                       "allow it")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Run a scenario suite on one or more systems with identical audio; compare them."""
+    try:
+        run_evaluation = _entry("cascade.evaluation.command", "run_evaluation", "eval")
+        run_evaluation(suite, system, out, fast=fast, seed=seed, console=out_console())
+    except CascadeError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def replay(
+    recording: Annotated[Path, typer.Argument(help="a recorded conversation (from eval or "
+                                              "run --record-run)")],
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="the changed "
+                                                 "pipeline; unchanged stages replay "
+                                                 "their recorded outputs")] = None,
+    trace: Annotated[Path | None, typer.Option("--trace", "-t")] = None,
+) -> None:
+    """Re-execute a recorded conversation, optionally through a changed pipeline."""
+    try:
+        run_replay = _entry("cascade.replay.command", "run_replay", "replay")
+        run_replay(recording, pipeline, trace, console=out)
+    except CascadeError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def worker(
+    stage: Annotated[str, typer.Option("--stage", help="which stage of the pipeline to serve")],
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+    broker: Annotated[str, typer.Option("--broker", help="mqtt://host:1883")] = "mqtt://127.0.0.1:1883",
+) -> None:
+    """Serve one stage of a pipeline as a remote worker behind an MQTT broker."""
+    try:
+        run_worker = _entry("cascade.distributed.worker", "run_worker", "mqtt")
+        run_worker(_pipeline(pipeline), stage, broker, console=out)
+    except CascadeError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def devices() -> None:
+    """List audio input and output devices (for `cascade run --mic`)."""
+    try:
+        list_devices = _entry("cascade.frontends.mic", "list_devices", "mic")
+        out.print(list_devices())
+    except CascadeError as exc:
+        raise fail(str(exc)) from None
+
+
+def out_console() -> Console:
+    return out
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ class StageConfig(BaseModel):
 
     adapter: str = Field(description="adapter name, as listed by `cascade adapters`")
     options: dict[str, Any] = Field(default_factory=dict)
+    remote: str | None = Field(None, description="run this stage on a worker behind this "
+                               "MQTT broker (mqtt://host:1883); see `cascade worker`")
 
 
 class PipelineConfig(BaseModel):

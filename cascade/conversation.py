@@ -8,6 +8,7 @@ plays agent audio into an ``AudioSink``.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from cascade.audio import FRAME_SECONDS, split_frames
 from cascade.clock import Clock
 from cascade.config import PipelineConfig, resolve
+from cascade.errors import MissingDependency
 from cascade.frames import PCM, EndOfStream, Frame, SystemFrame, UserAudio
 from cascade.graph import Graph
 from cascade.playback import PlaybackHistory
@@ -27,6 +29,17 @@ from cascade.tracing import Tracer, TraceSink
 
 log = logging.getLogger("cascade")
 _ids = itertools.count(1)
+
+
+def remote_stage(name: str, adapter: type[Adapter], config: PipelineConfig,
+                 broker: str) -> Stage:
+    """A proxy that runs stage ``name`` on a worker behind ``broker`` (the [mqtt] extra)."""
+    try:
+        module = importlib.import_module("cascade.distributed.remote")
+    except ModuleNotFoundError as exc:
+        raise MissingDependency(f"remote stage '{name}'", exc.name or "aiomqtt", "mqtt") from None
+    stage: Stage = module.RemoteStage(name, adapter, config, broker)
+    return stage
 
 
 class Pipeline:
@@ -48,7 +61,14 @@ class Pipeline:
             adapter.preload(options)
 
     def build_stages(self) -> dict[str, Stage]:
-        return {name: adapter.create(options) for name, (adapter, options) in self.adapters.items()}
+        stages: dict[str, Stage] = {}
+        for name, (adapter, options) in self.adapters.items():
+            remote = self.config.stages[name].remote
+            if remote:
+                stages[name] = remote_stage(name, adapter, self.config, remote)
+            else:
+                stages[name] = adapter.create(options)
+        return stages
 
     def output_stages(self) -> list[str]:
         return [n for n, (a, _) in self.adapters.items() if a.kind in ("tts", "fused")]
