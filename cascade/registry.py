@@ -11,14 +11,15 @@ import importlib.util
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.errors import AdapterNotFound, MissingDependency
+from cascade.errors import AdapterNotFound, ConfigError, MissingDependency
 from cascade.stage import Stage
 
 GROUP = "cascade.adapters"
+TURN_MODELS = "cascade.turn_models"
 Kind = Literal["vad", "asr", "turn", "llm", "tts", "fused", "other"]
 
 
@@ -105,10 +106,20 @@ def load_adapter(name: str) -> type[Adapter]:
 
 
 def missing_file(path: str | Path | None, what: str) -> list[str]:
-    """[what] when ``path`` is unset or does not exist: for ``Adapter.missing``."""
-    if path is None or not Path(path).exists():
+    """For ``Adapter.missing``: [what] when no file is known, the path when it is absent."""
+    if path is None:
         return [what]
+    if not Path(path).exists():
+        return [f"{path} (which does not exist)"]
     return []
+
+
+def configured_file(path: str, adapter: str, option: str, what: str) -> str:
+    """``path`` when it exists; else a ConfigError naming the adapter, option and path."""
+    if not Path(path).exists():
+        raise ConfigError(f"adapter '{adapter}': option '{option}' is {path}, which does not "
+                          f"exist; point it at {what}")
+    return path
 
 
 def describe(cls: type[Adapter]) -> dict[str, Any]:
@@ -118,3 +129,21 @@ def describe(cls: type[Adapter]) -> dict[str, Any]:
         "capabilities": cls.capabilities,
         "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
     }
+
+
+class TurnModel(Protocol):
+    """A semantic end-of-turn model: P(the caller finished) from the turn's audio."""
+
+    def complete_probability(self, audio: Any) -> float: ...
+
+
+def load_turn_model(name: str, model: str | None = None) -> TurnModel:
+    """The end-of-turn model registered as ``name`` (group ``cascade.turn_models``)."""
+    found = {ep.name: ep for ep in entry_points(group=TURN_MODELS)}.get(name)
+    if found is None:
+        known = ", ".join(sorted(ep.name for ep in entry_points(group=TURN_MODELS)))
+        raise AdapterNotFound(f"no end-of-turn model named '{name}' (installed: {known})")
+    cls = found.load()
+    loaded: TurnModel = cls(model) if model else cls()
+    return loaded
+

@@ -41,7 +41,8 @@ Emit = Callable[[Frame], Awaitable[None]]
 class Stage:
     """Base class of every stage; subclasses override ``process`` and friends."""
 
-    accepts: ClassVar[tuple[type[Frame], ...]] = ()
+    accepts: tuple[type[Frame], ...] = ()
+    """Ordered frame types this stage handles (a stage may narrow or widen it in __init__)."""
     interruptible: ClassVar[bool] = False
 
     name: str

@@ -28,6 +28,7 @@ from cascade.frames import PCM, Frame, SpeechStarted, SpeechStopped, Transcript,
 from cascade.registry import Adapter
 
 _WORDLESS = re.compile(r"^[\W_]*$")
+RECENT_EXTRA = 2.0  # seconds held beyond the pre-roll: a VAD may confirm speech late
 
 
 @dataclass(slots=True)
@@ -63,7 +64,7 @@ class ASRStage(Adapter):
 
     def __init__(self, options: ASROptions) -> None:
         self.options = options
-        self._recent: deque[PCM] = deque()
+        self._recent: deque[tuple[float, PCM]] = deque()  # (media time, audio) before speech
         self._recent_samples = 0
         self._segment: list[PCM] = []
         self._segment_samples = 0
@@ -86,23 +87,38 @@ class ASRStage(Adapter):
                 self._segment_samples += len(pcm)
                 self._maybe_partial(frame.turn)
             else:
-                self._remember(pcm)
+                self._remember(frame.time, pcm)
         elif isinstance(frame, SpeechStarted):
             self._in_speech = True
-            self._segment = list(self._recent)
-            self._segment_samples = self._recent_samples
-            self._segment_start = frame.time - self._recent_samples / self.rate
+            self._start_segment(frame.time - self.options.pre_roll)
             self._next_partial = self.options.partial_interval
             self._partial_result = None
         elif isinstance(frame, SpeechStopped):
             await self._final(frame)
 
-    def _remember(self, pcm: PCM) -> None:
-        self._recent.append(pcm)
+    def _remember(self, at: float, pcm: PCM) -> None:
+        """Audio before speech: enough for the pre-roll before a late-confirmed onset."""
+        self._recent.append((at, pcm))
         self._recent_samples += len(pcm)
-        keep = int(self.options.pre_roll * self.rate)
-        while self._recent and self._recent_samples - len(self._recent[0]) >= keep:
-            self._recent_samples -= len(self._recent.popleft())
+        keep = int((self.options.pre_roll + RECENT_EXTRA) * self.rate)
+        while self._recent and self._recent_samples - len(self._recent[0][1]) >= keep:
+            self._recent_samples -= len(self._recent.popleft()[1])
+
+    def _start_segment(self, begin: float) -> None:
+        """The segment starts with the held audio from media time ``begin`` on."""
+        kept: list[PCM] = []
+        start: float | None = None
+        for at, pcm in self._recent:
+            end = at + len(pcm) / self.rate
+            if end <= begin:
+                continue
+            skip = max(0, round((begin - at) * self.rate))
+            if start is None:
+                start = at + skip / self.rate
+            kept.append(pcm[skip:])
+        self._segment = kept
+        self._segment_samples = sum(len(p) for p in kept)
+        self._segment_start = start if start is not None else begin
 
     def _audio(self) -> npt.NDArray[np.float32]:
         if not self._segment:

@@ -5,7 +5,9 @@ speech, and makes two kinds of decision, each traced with its reason:
 
 * **End of turn** - after the caller stops speaking, wait ``min_delay``; wait
   up to ``incomplete_delay`` instead when the words so far end on a
-  continuation ("and", "but", "um", a trailing comma); never past ``max_delay``.
+  continuation ("and", "but", "um", a trailing comma) or, with a
+  ``semantic_model`` (Smart Turn), when the last 8 s of audio sound unfinished;
+  never past ``max_delay``. The model runs while ASR transcribes, off the loop.
   Then emit ``EndOfTurn`` with everything the caller said.
 * **Barge-in** - caller speech while the agent speaks interrupts it once the
   speech lasts ``barge_in_min_speech`` (known for sure ``vad_stop_delay`` later,
@@ -24,9 +26,12 @@ from __future__ import annotations
 import asyncio
 import re
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cascade.audio import resample
 from cascade.frames import (
+    PCM,
     AgentSpeechStarted,
     AgentSpeechStopped,
     Cancel,
@@ -39,13 +44,15 @@ from cascade.frames import (
     SpeechStopped,
     SystemFrame,
     Transcript,
+    UserAudio,
 )
-from cascade.registry import Adapter
+from cascade.registry import Adapter, TurnModel, load_turn_model
 
 CONTINUATION_WORDS = ("and", "but", "or", "so", "um", "uh", "because", "like", "the", "a",
                       "to", "with", "then", "if", "that", "my", "of")
 BACKCHANNELS = ("uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "mm", "hmm", "yeah", "yes",
                 "yep", "okay", "ok", "right", "sure", "i see", "got it", "alright", "oh")
+TURN_MODEL_SECONDS = 8.0
 _WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
 
 
@@ -63,6 +70,12 @@ class TurnOptions(BaseModel):
                                     "whose words sound unfinished")
     max_delay: float = Field(3.0, ge=0.0, description="silence that always ends a turn")
     continuation_words: list[str] = Field(default_factory=lambda: list(CONTINUATION_WORDS))
+    semantic_model: str | None = Field(None, description="end-of-turn model that hears "
+                                       "whether the caller sounds finished ('smart-turn')")
+    semantic_model_path: str | None = Field(None, description="model file (default: the "
+                                            "one its package ships)")
+    complete_threshold: float = Field(0.5, ge=0.0, le=1.0, description="P(complete) "
+                                      "below which the turn counts as unfinished")
     allow_interruptions: bool = True
     barge_in_min_speech: float = Field(0.5, ge=0.0, description="caller speech (s) that "
                                        "interrupts the agent")
@@ -91,6 +104,16 @@ class TurnController(Adapter):
 
     def __init__(self, options: TurnOptions) -> None:
         self.options = options
+        self.turn_model: TurnModel | None = None
+        if options.semantic_model:
+            self.turn_model = load_turn_model(options.semantic_model,
+                                              options.semantic_model_path)
+            self.accepts = (*self.accepts, UserAudio)
+        self._audio = np.zeros(int(16000 * TURN_MODEL_SECONDS), np.int16)
+        self._audio_rate = 16000
+        self.p_complete: float | None = None
+        self.awaiting_model = False
+        self._judge: asyncio.Task[None] | None = None
         self._continuations = {normalise(w) for w in options.continuation_words}
         self._backchannels = {normalise(w) for w in options.backchannels}
         self.user_speaking = False
@@ -112,7 +135,9 @@ class TurnController(Adapter):
     # --- input -------------------------------------------------------------
 
     async def process(self, frame: Frame) -> None:
-        if isinstance(frame, SpeechStarted):
+        if isinstance(frame, UserAudio):
+            self._keep_audio(frame)
+        elif isinstance(frame, SpeechStarted):
             await self._speech_started(frame)
         elif isinstance(frame, SpeechStopped):
             self.user_speaking = False
@@ -122,6 +147,9 @@ class TurnController(Adapter):
             long_enough = frame.time - frame.started >= self.options.barge_in_min_speech
             if self.agent_speaking and long_enough and self.options.allow_interruptions:
                 await self._interrupt("speech", frame.started)
+            if self.turn_model is not None:
+                self.awaiting_model = True
+                self._judge = asyncio.create_task(self._judge_turn(self._audio.copy()))
             if not self.options.require_transcript:
                 self._voiced = True
                 self._schedule_endpoint()
@@ -131,8 +159,28 @@ class TurnController(Adapter):
             else:
                 await self._partial(frame)
 
+    def _keep_audio(self, frame: UserAudio) -> None:
+        """The last seconds of caller audio, for the end-of-turn model."""
+        pcm = frame.pcm if frame.sample_rate == self._audio_rate else resample(
+            frame.pcm, frame.sample_rate, self._audio_rate)
+        n = min(len(pcm), len(self._audio))
+        self._audio[:-n] = self._audio[n:]
+        self._audio[-n:] = pcm[-n:]
+
+    async def _judge_turn(self, audio: PCM) -> None:
+        assert self.turn_model is not None
+        self.p_complete = await self.ctx.clock.run_blocking(
+            self.turn_model.complete_probability, audio)
+        self.awaiting_model = False
+        self._schedule_endpoint()
+
     async def _speech_started(self, frame: SpeechStarted) -> None:
         self.user_speaking = True
+        if self._judge is not None:
+            self._judge.cancel()
+            self._judge = None
+        self.awaiting_model = False
+        self.p_complete = None
         self.speech_onset = frame.time
         self._barged = False
         if self.turn_start is None:
@@ -192,6 +240,9 @@ class TurnController(Adapter):
     # --- end of turn ---------------------------------------------------------
 
     def unfinished(self) -> bool:
+        """The caller sounds (model) or reads (trailing words) as not done yet."""
+        if self.p_complete is not None and self.p_complete < self.options.complete_threshold:
+            return True
         text = " ".join(self.words).strip()
         if not text:
             return False
@@ -203,7 +254,7 @@ class TurnController(Adapter):
     def _schedule_endpoint(self) -> None:
         self._cancel_endpoint()
         heard = bool(self.words) or self._voiced
-        if self.user_speaking or self.awaiting_final or not heard:
+        if self.user_speaking or self.awaiting_final or self.awaiting_model or not heard:
             if not heard and not self.user_speaking and not self.awaiting_final:
                 self.turn_start = None
             return
@@ -211,7 +262,8 @@ class TurnController(Adapter):
         if self.unfinished():
             delay, reason = min(opts.incomplete_delay, opts.max_delay), "unfinished_timeout"
         else:
-            delay, reason = min(opts.min_delay, opts.max_delay), "silence"
+            reason = "silence" if self.p_complete is None else "semantic"
+            delay = min(opts.min_delay, opts.max_delay)
         self._endpoint = asyncio.create_task(self._end_turn_at(self.speech_end + delay, reason))
 
     async def _end_turn_at(self, when: float, reason: str) -> None:
@@ -226,7 +278,9 @@ class TurnController(Adapter):
         turn = ctx.turn
         now = self.now()
         ctx.tracer.record("end_of_turn", self.name, turn, self.speech_end, now, reason=reason,
-                          text=text, delay=round(now - self.speech_end, 4))
+                          text=text, delay=round(now - self.speech_end, 4),
+                          p_complete=None if self.p_complete is None
+                          else round(self.p_complete, 3))
         self.words, self.turn_start, self._voiced = [], None, False
         ctx.turn = turn + 1
         self.pending_reply = turn
@@ -321,6 +375,8 @@ class TurnController(Adapter):
             await self._end_turn("end_of_stream")
 
     async def stop(self) -> None:
+        if self._judge is not None:
+            self._judge.cancel()
         self._cancel_endpoint()
         self._cancel_barge_timer()
         self._clear_suspect()

@@ -24,10 +24,10 @@ from tests.conftest import (
 pytestmark = needs_models
 
 
-def local_pipeline(max_tokens: int = 40) -> Pipeline:
+def local_pipeline(max_tokens: int = 40, name: str = "local") -> Pipeline:
     import yaml
 
-    data = yaml.safe_load(builtin_pipeline("local").read_text())
+    data = yaml.safe_load(builtin_pipeline(name).read_text())
     data["stages"]["llm"]["options"]["max_tokens"] = max_tokens
     return Pipeline(parse_pipeline(data))
 

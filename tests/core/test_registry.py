@@ -126,7 +126,8 @@ def test_missing_file_reports_unset_and_absent_paths(tmp_path: Path) -> None:
     present = tmp_path / "model.onnx"
     present.write_bytes(b"\0")
     assert missing_file(None, "the model") == ["the model"]
-    assert missing_file(tmp_path / "absent.onnx", "the model") == ["the model"]
+    absent = tmp_path / "absent.onnx"
+    assert missing_file(absent, "the model") == [f"{absent} (which does not exist)"]
     assert missing_file(present, "the model") == []
     assert missing_file(str(present), "the model") == []
 
