@@ -15,8 +15,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+PIP=(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore)
 echo "== pip install -e .[local,test]"
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[local,test]"
+"${PIP[@]}" -e ".[local,test]"
+# Model files that ship inside wheels whose own dependencies would clash with ours
+# (pipecat-ai pins older soxr/soundfile/protobuf; silero-vad imports torch): we only
+# read one file from each, so they go in without their dependencies.
+echo "== pip install --no-deps pipecat-ai silero-vad (model files only)"
+"${PIP[@]}" --no-deps "pipecat-ai==1.14.0" "silero-vad==6.2.3"
 
 echo "== ruff"
 ruff check .
