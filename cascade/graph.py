@@ -47,6 +47,7 @@ class _Runner:
         self.task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
         self._routes: dict[type[Frame], list[_Runner]] = {}
+        self._inputs: tuple[type[Frame], ...] | None = None
 
     def routes(self, kind: type[Frame]) -> list[_Runner]:
         found = self._routes.get(kind)
@@ -67,6 +68,14 @@ class _Runner:
             return
         for runner in self.routes(type(frame)):
             await runner.inbox.put(frame)
+
+    @property
+    def inputs(self) -> tuple[type[Frame], ...]:
+        """What this stage takes from outside the graph: what it accepts, and EndOfStream."""
+        found = self._inputs
+        if found is None:
+            found = self._inputs = (EndOfStream, *self.stage.accepts)
+        return found
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._work(None), name=f"stage:{self.name}")
@@ -199,14 +208,15 @@ class Graph:
             await self.broadcast(frame)
             return
         for runner in self.entries:
-            if isinstance(frame, (EndOfStream, *runner.stage.accepts)):
+            if isinstance(frame, runner.inputs):
                 await runner.inbox.put(frame)
 
     def offer(self, frame: Frame) -> bool:
-        """Feed without waiting (live sources); False when an entry inbox is full."""
+        """Feed an ordered frame without waiting (live sources); False when an entry inbox
+        is full. Control frames go through ``send``/``broadcast``, which reach every stage."""
         accepted = True
         for runner in self.entries:
-            if isinstance(frame, (EndOfStream, *runner.stage.accepts)):
+            if isinstance(frame, runner.inputs):
                 accepted = runner.inbox.offer(frame) and accepted
         return accepted
 

@@ -3,8 +3,8 @@
 ``put`` waits while the inbox is full (backpressure reaches the producer instead
 of memory growing); ``offer`` refuses instead of waiting, for live sources that
 must never block. ``discard`` removes queued frames that an interruption made
-stale. Waiting allocates a future; the common path (room to put, something to
-get) allocates nothing.
+stale. A put with room and a get with something queued allocate nothing; a
+get on an empty inbox (the usual case at real-time pace) waits on one future.
 """
 
 from __future__ import annotations
