@@ -9,9 +9,11 @@ phonemisation is not thread-safe, so synthesis calls take turns).
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -27,6 +29,7 @@ class PiperOptions(TTSOptions):
     voice: str | None = Field(None, description="Piper voice .onnx (default: bundled joe)")
     config: str | None = Field(None, description="voice .onnx.json (default: voice + .json)")
     speaker: int | None = None
+    threads: int = Field(2, ge=1, description="CPU threads for synthesis")
     noise_scale: float | None = None
 
 
@@ -46,10 +49,22 @@ class SharedVoice:
 
 
 @functools.lru_cache(maxsize=4)
-def load_voice(model: str, config: str) -> SharedVoice:
+def load_voice(model: str, config: str, threads: int = 2) -> SharedVoice:
+    """Load a voice with a CPU session that does not spin between runs: on a small
+    machine a spinning onnxruntime pool steals the cores ASR and the LLM need."""
+    import onnxruntime
     from piper import PiperVoice
+    from piper.config import PiperConfig
 
-    return SharedVoice(PiperVoice.load(model, config_path=config))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(model, sess_options=options,
+                                           providers=["CPUExecutionProvider"])
+    settings = PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8")))
+    return SharedVoice(PiperVoice(session=session, config=settings))
 
 
 class PiperTTS(TTSStage):
@@ -76,7 +91,7 @@ class PiperTTS(TTSStage):
                                     "package)", cls.extra)
         configured_file(paths[0], "piper", "voice", "a Piper voice .onnx file")
         configured_file(paths[1], "piper", "config", "the voice's .onnx.json file")
-        return load_voice(*paths)
+        return load_voice(*paths, options.threads)
 
     @classmethod
     def preload(cls, options: BaseModel) -> None:

@@ -42,6 +42,7 @@ def load_session(path: str) -> Any:
     opts = onnxruntime.SessionOptions()
     opts.inter_op_num_threads = 1
     opts.intra_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 4
     return onnxruntime.InferenceSession(path, sess_options=opts,
                                         providers=["CPUExecutionProvider"])

@@ -111,17 +111,24 @@ class Conversation:
     async def start(self) -> None:
         await self.graph.start()
 
-    def audio_frame(self, pcm: PCM) -> UserAudio:
-        """Wrap caller PCM as a frame stamped with its media time on the pipeline clock."""
-        now = self.clock.now()
-        at = now if self._media_time is None else max(self._media_time, now - 0.5)
+    def audio_frame(self, pcm: PCM, at: float | None = None) -> UserAudio:
+        """Wrap caller PCM as a frame stamped with its media time on the pipeline clock.
+
+        Without ``at``, frames of a live source are stamped back to back (network and
+        device jitter do not bend the caller's timeline), restarting at the clock after
+        a gap of over half a second, and never later than now."""
+        if at is None:
+            now = self.clock.now()
+            duration = len(pcm) / self.rate
+            at = now - duration if self._media_time is None else self._media_time
+            at = min(max(at, now - 0.5), now)
         self._media_time = at + len(pcm) / self.rate
         return UserAudio(
             conversation=self.id, turn=self.ctx.turn, time=at, pcm=pcm, sample_rate=self.rate
         )
 
-    async def send_audio(self, pcm: PCM) -> UserAudio:
-        frame = self.audio_frame(pcm)
+    async def send_audio(self, pcm: PCM, at: float | None = None) -> UserAudio:
+        frame = self.audio_frame(pcm, at)
         await self.graph.send(frame)
         return frame
 
@@ -142,9 +149,10 @@ class Conversation:
         sent = []
         start = self.clock.now()
         for index, chunk in enumerate(split_frames(pcm, self.rate, FRAME_SECONDS)):
+            at = start + index * FRAME_SECONDS  # the caller's own timeline, whatever the lag
             if realtime:
-                await self.clock.sleep_until(start + index * FRAME_SECONDS)
-            sent.append(await self.send_audio(chunk))
+                await self.clock.sleep_until(at + FRAME_SECONDS)  # a frame exists once spoken
+            sent.append(await self.send_audio(chunk, at))
         if realtime:
             await self.clock.sleep_until(start + len(sent) * FRAME_SECONDS)
         await self.end_input()

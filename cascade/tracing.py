@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol
 
 from cascade.clock import Clock
 
-SPAN_NAMES = (
+CORE_SPANS = (
     "user_speech",
     "end_of_turn",
     "asr",
@@ -24,6 +24,11 @@ SPAN_NAMES = (
     "tts",
     "agent_speech",
     "interruption",
+)
+"""What every conversation with a barge-in records; the metrics are built on these."""
+
+SPAN_NAMES = (
+    *CORE_SPANS,
     "backchannel",
     "false_interruption",
     "resume",

@@ -71,8 +71,8 @@ class ASRStage(Adapter):
         self._segment_start = 0.0
         self._in_speech = False
         self._next_partial = 0.0
-        self._partial: asyncio.Task[None] | None = None
-        self._partial_result: tuple[float, Recognition] | None = None
+        self._partial: asyncio.Task[tuple[float, Recognition]] | None = None
+        self._finals: asyncio.Task[None] | None = None  # the newest final recognition
 
     def recognize(self, audio: npt.NDArray[np.float32]) -> Recognition:
         """Transcribe float32 mono audio at 16 kHz (blocking; runs in a worker thread)."""
@@ -92,9 +92,10 @@ class ASRStage(Adapter):
             self._in_speech = True
             self._start_segment(frame.time - self.options.pre_roll)
             self._next_partial = self.options.partial_interval
-            self._partial_result = None
         elif isinstance(frame, SpeechStopped):
-            await self._final(frame)
+            # Recognise off to the side so caller audio keeps flowing in meanwhile;
+            # finals still come out in segment order.
+            self._finals = asyncio.create_task(self._final(frame, self._finals))
 
     def _remember(self, at: float, pcm: PCM) -> None:
         """Audio before speech: enough for the pre-roll before a late-confirmed onset."""
@@ -134,18 +135,20 @@ class ASRStage(Adapter):
         self._next_partial += interval
         self._partial = asyncio.create_task(self._run_partial(turn, self._audio()))
 
-    async def _run_partial(self, turn: int, audio: npt.NDArray[np.float32]) -> None:
+    async def _run_partial(self, turn: int, audio: npt.NDArray[np.float32]
+                           ) -> tuple[float, Recognition]:
+        """A partial transcript; returns (media time it covers up to, result)."""
         covered = self._segment_start + len(audio) / self.rate
         result = await self.ctx.clock.run_blocking(self.recognize, audio)
-        self._partial_result = (covered, result)
         if not self._in_speech or not result.text.strip():
-            return
+            return covered, result
         await self.push(Transcript(
             conversation=self.ctx.conversation, turn=turn, time=self.now(),
             text=result.text.strip(), final=False, avg_logprob=result.avg_logprob,
             no_speech_prob=result.no_speech_prob, speech_start=self._segment_start,
             speech_end=self._segment_start + len(audio) / self.rate,
         ))
+        return covered, result
 
     def rejected(self, result: Recognition, speech_seconds: float) -> str | None:
         """Why a result is not trusted as speech, or None when it is."""
@@ -159,25 +162,28 @@ class ASRStage(Adapter):
             return "no_speech"
         return None
 
-    async def _final(self, stop: SpeechStopped) -> None:
+    async def _final(self, stop: SpeechStopped, before: asyncio.Task[None] | None) -> None:
         ctx = self.ctx
         self._in_speech = False
         audio = self._audio()
+        offset = self._segment_start
+        partial, self._partial = self._partial, None
         self._segment, self._segment_samples = [], 0
         self._recent.clear()
         self._recent_samples = 0
         span = ctx.tracer.begin("asr", self.name, stop.turn, stop.time)
+        if before is not None:
+            await before
         speech = stop.time - stop.started
         reused = False
         if speech < self.options.min_speech:
             result, reason = Recognition(""), "too_short"
         else:
-            reusable = await self._finished_partial(stop.time)
+            reusable = await self._reusable(partial, stop.time)
             reused = reusable is not None
             result = reusable or await ctx.clock.run_blocking(self.recognize, audio)
             reason = self.rejected(result, speech)
         text = "" if reason else result.text.strip()
-        offset = self._segment_start
         words = () if reason else tuple(
             Word(w.text, w.start + offset, w.end + offset, w.probability) for w in result.words)
         span.end(text=text, rejected=reason, avg_logprob=round(result.avg_logprob, 3),
@@ -189,17 +195,22 @@ class ASRStage(Adapter):
             words=words, speech_start=stop.started, speech_end=stop.time,
         ))
 
-    async def _finished_partial(self, speech_end: float) -> Recognition | None:
+    @staticmethod
+    async def _reusable(partial: asyncio.Task[tuple[float, Recognition]] | None,
+                        speech_end: float) -> Recognition | None:
         """Let a running partial finish (it holds the CPU anyway); reuse it when it
         already covers the whole utterance, which saves a second recognition."""
-        task, self._partial = self._partial, None
-        if task is not None and not task.done():
-            await asyncio.shield(task)
-        found, self._partial_result = self._partial_result, None
-        if found is not None and found[0] >= speech_end:
-            return found[1]
-        return None
+        if partial is None or partial.cancelled():
+            return None
+        covered, result = await asyncio.shield(partial)
+        return result if covered >= speech_end else None
+
+    async def finish(self) -> None:
+        if self._finals is not None:
+            await self._finals
 
     async def stop(self) -> None:
         if self._partial is not None:
             self._partial.cancel()
+        if self._finals is not None:
+            self._finals.cancel()

@@ -101,13 +101,17 @@ def librivox(clip: str) -> PCM:
 
 
 def piper_says(text: str) -> PCM:
-    """The bundled Piper voice speaking ``text``, at 16 kHz."""
+    """The bundled Piper voice speaking ``text`` at 16 kHz, the same on every call
+    (Piper samples noise unless its noise scales are zero)."""
+    from piper import SynthesisConfig
+
     from cascade.adapters.piper import PiperOptions, PiperTTS
     from cascade.audio import resample
 
     shared = PiperTTS._load(PiperOptions())
+    steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     chunks = [resample(c.audio_int16_array, c.sample_rate, RATE)
-              for c in shared.voice.synthesize(text)]
+              for c in shared.voice.synthesize(text, syn_config=steady)]
     return np.concatenate(chunks)
 
 

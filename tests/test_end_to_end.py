@@ -9,7 +9,7 @@ from cascade import Pipeline, RealClock, VirtualClock, parse_pipeline
 from cascade.metrics import turn_metrics
 from cascade.pipelines import builtin_pipeline
 from cascade.runner import CallResult, run_call
-from cascade.tracing import SPAN_NAMES
+from cascade.tracing import CORE_SPANS, SPAN_NAMES
 from tests.conftest import (
     RATE,
     librivox,
@@ -74,7 +74,8 @@ def test_trace_holds_every_documented_span(
         three_turn_call: tuple[CallResult, dict[int, str]]) -> None:
     result, _ = three_turn_call
     seen = {s.name for s in result.spans}
-    assert set(SPAN_NAMES) - {"backchannel", "error"} <= seen
+    assert set(CORE_SPANS) <= seen
+    assert seen <= set(SPAN_NAMES)
     assert "error" not in seen
     for span in result.spans:
         assert span.end >= span.start and span.conversation == "e2e"
