@@ -15,7 +15,7 @@ import contextvars
 import functools
 import selectors
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -130,13 +130,3 @@ class VirtualClock(_LoopClock):
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         with asyncio.Runner(loop_factory=self.new_loop) as runner:
             return runner.run(main)
-
-
-async def wait_first(*aws: Awaitable[Any]) -> None:
-    """Wait until the first of several awaitables finishes; cancel the rest."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()

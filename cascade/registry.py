@@ -122,15 +122,6 @@ def configured_file(path: str, adapter: str, option: str, what: str) -> str:
     return path
 
 
-def describe(cls: type[Adapter]) -> dict[str, Any]:
-    return {
-        "kind": cls.kind,
-        "extra": cls.extra,
-        "capabilities": cls.capabilities,
-        "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-    }
-
-
 class TurnModel(Protocol):
     """A semantic end-of-turn model: P(the caller finished) from the turn's audio."""
 

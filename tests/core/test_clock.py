@@ -10,7 +10,6 @@ import time
 import pytest
 
 from cascade import RealClock, VirtualClock
-from cascade.clock import wait_first
 
 
 def test_a_long_virtual_sleep_finishes_at_once_at_the_right_time() -> None:
@@ -123,23 +122,6 @@ def test_run_blocking_sees_context_variables_and_passes_errors_on() -> None:
 
     assert clock.run(main()) == "conversation c1"
     assert clock.blocking_jobs == 0
-
-
-def test_wait_first_returns_with_the_first_and_cancels_the_rest() -> None:
-    clock = VirtualClock()
-    finished: list[str] = []
-
-    async def after(name: str, seconds: float) -> None:
-        await clock.sleep(seconds)
-        finished.append(name)
-
-    async def main() -> None:
-        await wait_first(after("slow", 5.0), after("fast", 1.0))
-        assert clock.now() == 1.0
-        await clock.sleep(10.0)
-
-    clock.run(main())
-    assert finished == ["fast"]
 
 
 def test_virtual_runs_are_identical() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from cascade import Adapter, AdapterNotFound, ConfigError, MissingDependency, load_adapter, registry
 from cascade.adapters.scripted import EchoLLM, EnergyVAD, ScriptedASR, ToneTTS
-from cascade.registry import GROUP, adapter_names, describe, missing_file
+from cascade.registry import GROUP, adapter_names, missing_file
 from cascade.stages.turn import TurnController
 
 BUILT_IN = {
@@ -130,12 +130,3 @@ def test_missing_file_reports_unset_and_absent_paths(tmp_path: Path) -> None:
     assert missing_file(absent, "the model") == [f"{absent} (which does not exist)"]
     assert missing_file(present, "the model") == []
     assert missing_file(str(present), "the model") == []
-
-
-def test_describe_summarises_an_adapter() -> None:
-    info = describe(EchoLLM)
-    assert info["kind"] == "llm"
-    assert info["extra"] is None
-    assert info["doc"] == ("Answers with a template around the caller's words, word by word "
-                           "on the clock.")
-    assert describe(NeedsTwo)["doc"] == ""
