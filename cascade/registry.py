@@ -7,6 +7,7 @@ adapter is a ``Stage`` subclass carrying the class attributes of ``Adapter``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -76,7 +77,9 @@ def _importable(module: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
 def _entry_points() -> dict[str, EntryPoint]:
+    """Installed adapters (read once per process: scanning distributions is slow)."""
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 

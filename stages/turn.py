@@ -308,7 +308,8 @@ class TurnController(Adapter):
         turn = self.agent_turn
         now = self.now()
         ctx.tracer.record("interruption", self.name, turn, onset, now, reason=reason)
-        if reason == "speech" and self.options.resume_after_false_interruption:
+        if (reason == "speech" and self.options.resume_after_false_interruption
+                and self.options.require_transcript):  # "no words" needs a transcript
             self._clear_suspect()
             self._suspect = (turn, now)
             self._suspect_timer = asyncio.create_task(self._resume_if_no_words(turn, now))
