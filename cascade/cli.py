@@ -33,8 +33,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 @app.command()
 def run(
-    input: Annotated[Path, typer.Option("--input", "-i", help="recording of the caller "
-                                        "(WAV, FLAC, OGG, MP3; any rate and channels)")],
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="recording of the "
+                                               "caller (WAV, FLAC, OGG, MP3; any rate and "
+                                               "channels)")] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="the call as it happened: stereo WAV, caller left, agent right",
     )] = None,
@@ -46,13 +47,36 @@ def run(
     mix: Annotated[bool, typer.Option("--mix", help="write a mono mix instead of stereo")] = False,
     greeting: Annotated[str | None, typer.Option("--greeting", help="what the agent says "
                                                  "first")] = None,
+    mic: Annotated[bool, typer.Option("--mic", help="talk to it: microphone in, speaker "
+                                      "out (the [mic] extra)")] = False,
+    input_device: Annotated[str | None, typer.Option("--input-device", help="microphone "
+                                                     "name or index (cascade devices)")] = None,
+    output_device: Annotated[str | None, typer.Option("--output-device", help="speaker "
+                                                      "name or index")] = None,
+    headphones: Annotated[bool, typer.Option("--headphones", help="no echo cancelling (the "
+                                             "agent cannot hear itself)")] = False,
+    record: Annotated[Path | None, typer.Option("--record", help="with --mic: write the "
+                                                "call (you left, agent right)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Stream a recorded caller through the pipeline at real-time pace; print each turn."""
+    """Stream a recorded caller through the pipeline at real-time pace, or talk to it with
+    --mic; print each turn."""
     from cascade.run_command import run_recording
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if mic == (input is not None):
+        raise fail("give either --input FILE (a recorded caller) or --mic (talk to it)")
+    if mic:
+        try:
+            run_microphone = _entry("cascade.frontends.mic", "run_microphone", "mic")
+            run_microphone(_pipeline(pipeline), input_device=_device(input_device),
+                           output_device=_device(output_device), headphones=headphones,
+                           record=record, trace=trace, console=out)
+        except CascadeError as exc:
+            raise fail(str(exc)) from None
+        return
+    assert input is not None
     try:
         turns = run_recording(input, output=output, trace=trace, pipeline=pipeline, fast=fast,
                               mix=mix, greeting=greeting, console=out)
@@ -123,6 +147,10 @@ def _entry(module: str, name: str, extra: str) -> Callable[..., Any]:
     except ModuleNotFoundError as exc:
         raise MissingDependency(f"this command ({module})", exc.name or module, extra) from None
     return found
+
+
+def _device(name: str | None) -> str | int | None:
+    return int(name) if name is not None and name.isdigit() else name
 
 
 def _pipeline(name: str | None) -> PipelineConfig:
