@@ -130,3 +130,7 @@ class EchoGate(Adapter):
         if self.correlation >= self.options.min_correlation:
             self.delay = (lags - shift) / rate
             self.gain = float(corr[shift] / max(energy_r[shift], 1e-9))
+        elif self.correlation < 0.1:
+            # No echo left to explain (headphones, or a canceller upstream already took
+            # it out): let the old gain fade rather than subtract an echo that is gone.
+            self.gain *= 0.5
