@@ -60,7 +60,7 @@ class RealtimeServer:
     def port(self) -> int:
         if self._server is None:
             raise CascadeError("the realtime server is not listening yet: await start() first")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(next(iter(self._server.sockets)).getsockname()[1])
 
     async def start(self, host: str, port: int) -> None:
         try:
