@@ -121,7 +121,7 @@ class TurnController(Adapter):
         self.speech_end = 0.0
         self.turn_start: float | None = None
         self.words: list[str] = []
-        self.awaiting_final = False
+        self.pending_finals = 0  # segments the VAD closed whose transcript has not come
         self.agent_speaking = False
         self.agent_turn = -1
         self.pending_reply: int | None = None
@@ -142,7 +142,8 @@ class TurnController(Adapter):
         elif isinstance(frame, SpeechStopped):
             self.user_speaking = False
             self.speech_end = frame.time
-            self.awaiting_final = self.options.require_transcript
+            if self.options.require_transcript:
+                self.pending_finals += 1
             self._cancel_barge_timer()
             long_enough = frame.time - frame.started >= self.options.barge_in_min_speech
             if self.agent_speaking and long_enough and self.options.allow_interruptions:
@@ -206,7 +207,7 @@ class TurnController(Adapter):
             await self._interrupt("words", self.speech_onset)
 
     async def _final(self, frame: Transcript) -> None:
-        self.awaiting_final = False
+        self.pending_finals = max(0, self.pending_finals - 1)
         text = frame.text.strip()
         if self._suspect is not None:
             if not text or self.is_backchannel(text):
@@ -236,6 +237,11 @@ class TurnController(Adapter):
         if said in self._backchannels:
             return True
         return all(word in self._backchannels for word in said.split())
+
+    @property
+    def awaiting_final(self) -> bool:
+        """A transcript is still due for a segment the caller finished."""
+        return self.pending_finals > 0
 
     # --- end of turn ---------------------------------------------------------
 

@@ -29,8 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cascade.errors import ConfigError
 
 PAUSE = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*s\s*\]")
-DEFAULT_AFTER = {"turn": 6.0, "barge_in": 2.5, "backchannel": 2.0, "noise": 2.0}
-"""Silence (s) before an event, after the end of the previous caller event, when not given."""
+DEFAULT_AFTER = {"barge_in": 2.5, "backchannel": 2.0, "noise": 2.0}
+"""Silence (s) before an event, after the end of the previous caller event, when not given
+(a turn waits the suite's ``reply_wait``)."""
 
 
 class Strict(BaseModel):
@@ -66,8 +67,9 @@ class Event(Strict):
     kind: Literal["turn", "barge_in", "backchannel", "noise"] = "turn"
     say: str = Field("", description='the words; "[1.5s]" marks a mid-sentence pause')
     after: float | None = Field(None, ge=0.0, description="silence (s) after the previous "
-                                "caller event ends (default by kind: turn 6, barge_in 2.5, "
-                                "backchannel 2, noise 2; the first event: after lead_in)")
+                                "caller event ends (default by kind: turn: the suite's "
+                                "reply_wait, barge_in 2.5, backchannel 2, noise 2; the "
+                                "first event: 0, after the lead_in)")
     seconds: float = Field(0.4, gt=0.0, description="noise: burst length")
     level_dbfs: float = Field(-20.0, le=0.0, description="noise: burst RMS level")
     expect: Expect = Field(default_factory=Expect)
@@ -112,10 +114,12 @@ class Event(Strict):
         """The words without pause marks (the reference transcript)."""
         return " ".join(words for words, _ in self.pieces)
 
-    def gap(self, first: bool) -> float:
+    def gap(self, first: bool, reply_wait: float) -> float:
         if self.after is not None:
             return self.after
-        return 0.0 if first else DEFAULT_AFTER[self.kind]
+        if first:
+            return 0.0
+        return reply_wait if self.kind == "turn" else DEFAULT_AFTER[self.kind]
 
 
 class Noise(Strict):
@@ -184,6 +188,8 @@ class Suite(Strict):
                              "system's pipeline must use it")
     voice: VoiceConfig = Field(default_factory=VoiceConfig)
     tail: float = Field(8.0, ge=0.0, description="default silence after the last event")
+    reply_wait: float = Field(6.0, ge=0.0, description="default silence before a caller "
+                              "turn: time for the agent's previous reply")
     judge: JudgeConfig | None = None
     save_audio: bool = Field(True, description="write caller tracks and both sides of "
                              "every call as WAV files")

@@ -230,3 +230,13 @@ def test_resume_can_be_turned_off() -> None:
     steps = [agent_starts(0.5), *noise_burst(2.0, 2.8)]
     result = run(steps, resume_after_false_interruption=False)
     assert result.collector.of(ResumeReply) == []
+
+
+def test_a_slow_transcript_for_the_first_segment_does_not_end_the_turn_early() -> None:
+    # segment 1 ends at 2.0, segment 2 at 3.5; segment 1's transcript arrives only after
+    # segment 2 closed, and segment 2's a second later: one turn with both texts.
+    steps = [started(1.0), stopped(2.0, 1.0), started(2.5), stopped(3.5, 2.5),
+             final(3.8, "Yes please,", 1.0, 2.0), final(4.8, "under the name Dana.", 2.5, 3.5)]
+    result = run(steps)
+    [(at, eot)] = ends(result)
+    assert eot.text == "Yes please, under the name Dana." and at == pytest.approx(4.8)
