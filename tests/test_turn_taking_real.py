@@ -59,7 +59,7 @@ def test_a_backchannel_during_the_agents_story_does_not_stop_it() -> None:
 
 def test_a_noise_burst_cuts_the_agent_then_it_resumes() -> None:
     # A voiced, wordless burst (a hum; white noise does not fool Silero at all).
-    t = np.arange(int(RATE * 0.9)) / RATE
+    t = np.arange(int(RATE * 1.6)) / RATE
     burst = (np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 5 * t))
              * 0.3 * 32767).astype(np.int16)
     question = piper_says(STORY)
