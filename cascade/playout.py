@@ -137,6 +137,17 @@ class Playout(Stage):
                 and self._turn <= frame.turn):
             await self._stopped(interrupted=True)
 
+    async def stop(self) -> None:
+        """The call ended (hang-up): close the agent_speech span at what was heard."""
+        span = self._span
+        if span is not None:
+            self._span = None
+            now = self.now()
+            played = min(max(0.0, now - self._clause_started), self._clause_received)
+            span.end(min(now, max(self._cursor, span.start)), interrupted=True, stopped=True,
+                     text=heard_text(self._clauses, self._clause, played,
+                                     self._clause_received))
+
     async def finish(self) -> None:
         if self._span is not None:
             await self.ctx.clock.sleep_until(self._cursor)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(pocketsphinx-testdata espeak-ng sox libsox-fmt-all libsndfile1 libportaudio2 mosquitto openssl
-  pulseaudio pulseaudio-utils libasound2-plugins alsa-utils chromium)
+  pulseaudio pulseaudio-utils libasound2-plugins alsa-utils chromium sip-tester)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,0 +1,252 @@
+"""One SIP call's media: RTP in through a jitter buffer, agent audio out in 20 ms packets.
+
+The server's ``MediaClock`` calls ``SipCall.tick`` every 20 ms for every call:
+the jitter buffer releases one frame of caller audio (real, concealed or
+silence), which is offered to the conversation (dropped, never queued without
+bound, when the pipeline is behind); and one packet of agent audio goes out
+(silence when the agent is quiet, so the far end's jitter buffer and any NAT
+binding stay alive). ``RtpSink`` is where ``Playout`` puts agent audio: a short
+FIFO the ticks drain at line rate; a barge-in empties it.
+
+RTP is accepted only from the caller's address (the SDP's or the SIGNALING
+source's IP). DTMF telephone-events become ``Event(name="dtmf")``. A caller
+that sends far more packets than real time, or none for ``media_timeout``, is
+hung up on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cascade.conversation import Conversation, Pipeline
+from cascade.frames import PCM, AgentAudio
+from cascade.telephony import g711
+from cascade.telephony.calls import CallHook, CallSession, TraceFactory
+from cascade.telephony.jitter import JitterBuffer
+from cascade.telephony.line import FRAME_SAMPLES, PhoneLine
+from cascade.telephony.rtp import DtmfReceiver, MediaSocket, RtpPacket, RtpSender
+from cascade.telephony.sdp import Negotiated
+from cascade.telephony.telemetry import PhoneMetrics
+
+COMFORT_NOISE = 13
+TICK = 0.02
+
+
+@dataclass(slots=True)
+class MediaSettings:
+    """Per-call media behaviour of the SIP server."""
+
+    jitter_frames: int = 3
+    """Frames (20 ms each) the jitter buffer holds before playing: absorbs network jitter."""
+    media_timeout: float = 30.0
+    """Seconds without RTP before the caller counts as gone (BYE)."""
+    playout_lead: float = 0.06
+    """Agent audio handed to the sender ahead of time, so no tick finds it empty."""
+    send_silence: bool = True
+    flood_factor: float = 4.0
+    """Packets beyond this multiple of real time (plus a burst) cut the call off."""
+
+
+class RtpSink:
+    """Agent audio waiting to be packetised: 8 kHz samples, bounded."""
+
+    def __init__(self, line: PhoneLine, limit_seconds: float = 5.0) -> None:
+        self.line = line
+        self.limit = int(limit_seconds * 8000)
+        self._chunks: deque[PCM] = deque()
+        self._held = 0
+        self._stalled = False
+        self.dropped = 0
+
+    def play(self, frame: AgentAudio, at: float) -> None:
+        pcm = self.line.agent_line(frame.pcm, frame.sample_rate)
+        if not len(pcm):
+            return
+        self._chunks.append(pcm)
+        self._held += len(pcm)
+        while self._held > self.limit:
+            self.dropped += len(self._chunks[0])
+            self._held -= len(self._chunks.popleft())
+
+    def clear(self, at: float) -> None:
+        self._chunks.clear()
+        self._held = 0
+        self.line.reset_agent()
+
+    def take(self, n: int = FRAME_SAMPLES) -> PCM | None:
+        """``n`` samples to send now; None when there is no agent audio.
+
+        A tail shorter than a packet waits one tick for more, then goes out padded.
+        """
+        if self._held < n and (self._held == 0 or not self._stalled):
+            self._stalled = self._held > 0
+            return None
+        self._stalled = False
+        out = np.zeros(n, np.int16)
+        filled = 0
+        while filled < n and self._chunks:
+            chunk = self._chunks[0]
+            used = min(n - filled, len(chunk))
+            out[filled : filled + used] = chunk[:used]
+            filled += used
+            if used == len(chunk):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[used:]
+        self._held -= filled
+        return out
+
+
+class SipCall:
+    """A call's conversation and RTP; ticked by the server's media clock."""
+
+    def __init__(self, call_id: str, negotiated: Negotiated, socket: MediaSocket,
+                 signalling_ip: str, pipeline: Pipeline, metrics: PhoneMetrics,
+                 settings: MediaSettings, parameters: dict[str, str],
+                 traces: TraceFactory | None = None, on_call: CallHook | None = None) -> None:
+        self.id = f"sip-{call_id}"
+        self.call_id = call_id
+        self.negotiated = negotiated
+        self.socket = socket
+        self.remote = negotiated.remote
+        self.allowed_sources = {negotiated.remote[0], signalling_ip}
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.settings = settings
+        self.parameters = parameters
+        self.session = CallSession(self.id, pipeline, metrics, traces, on_call)
+        self.clock = self.session.clock
+        self.line = PhoneLine(pipeline.config.sample_rate, negotiated.codec)
+        self.sink = RtpSink(self.line)
+        self.jitter = JitterBuffer(delay=settings.jitter_frames)
+        self.sender = RtpSender(negotiated.payload_type)
+        self.dtmf = DtmfReceiver()
+        self.conversation: Conversation | None = None
+        self.ended: str | None = None
+        self.packets_in = 0
+        self.packets_out = 0
+        self._silence = bytes([g711.SILENCE[negotiated.codec]]) * FRAME_SAMPLES
+        self._last_packet = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepted = metrics.media.labels("in", "accepted")
+        self._dropped = metrics.media.labels("in", "dropped")
+
+    async def start(self) -> None:
+        self.conversation = await self.session.start(self.sink, self.settings.playout_lead,
+                                                     self.parameters)
+        self._last_packet = self.clock.now()
+
+    def _send_event(self, name: str, data: dict[str, str]) -> None:
+        conversation = self.conversation
+        if conversation is None:
+            return
+        event = self.session.event(name, data)
+        task = asyncio.get_running_loop().create_task(conversation.send(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- in ----------------------------------------------------------------
+
+    def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.ended:
+            return
+        if addr[0] not in self.allowed_sources:
+            self.metrics.error("rtp_wrong_source")
+            return
+        now = self.clock.now()
+        self.packets_in += 1
+        if self.packets_in > now * 50 * self.settings.flood_factor + 250:
+            self.metrics.error("flooding")
+            self.ended = "flooding"
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except ValueError:
+            self.metrics.error("rtp_malformed")
+            return
+        self._last_packet = now
+        if packet.payload_type == self.negotiated.payload_type:
+            if len(packet.payload) > 8 * FRAME_SAMPLES:
+                self.metrics.error("rtp_oversized")
+                return
+            pcm = g711.decode(packet.payload, self.negotiated.codec)
+            self.jitter.push(packet.sequence, packet.timestamp, packet.ssrc, pcm)
+        elif packet.payload_type == self.negotiated.dtmf_payload_type:
+            try:
+                digit = self.dtmf.receive(packet)
+            except ValueError:
+                self.metrics.error("rtp_malformed")
+                return
+            if digit is not None:
+                self._send_event("dtmf", {"digit": digit})
+        elif packet.payload_type != COMFORT_NOISE:
+            self.metrics.error("rtp_wrong_codec")
+
+    def dtmf_info(self, digit: str) -> None:
+        """A digit signalled in a SIP INFO (application/dtmf-relay) instead of RTP."""
+        self._send_event("dtmf", {"digit": digit})
+
+    # --- the 20 ms tick ----------------------------------------------------
+
+    def tick(self) -> None:
+        conversation = self.conversation
+        if conversation is None or self.ended:
+            return
+        frame = self.jitter.pop()
+        if frame is not None:
+            if conversation.offer_audio(self.line.caller_pcm_8k(frame)):
+                self._accepted.inc()
+            else:
+                self._dropped.inc()
+        agent = self.sink.take()
+        if agent is not None:
+            self.socket.send(self.sender.packet(self.line.encode(agent)), self.remote)
+            self.packets_out += 1
+        elif self.settings.send_silence:
+            self.socket.send(self.sender.packet(self._silence, speech=False), self.remote)
+            self.packets_out += 1
+        if self.clock.now() - self._last_packet > self.settings.media_timeout:
+            self.metrics.error("media_timeout")
+            self.ended = "media_timeout"
+
+    async def stop(self) -> None:
+        self.ended = self.ended or "hangup"
+        await self.session.stop()
+        self.socket.close()
+        stats = self.jitter.stats
+        media = self.metrics.media
+        for fate, value in (("late", stats.late), ("duplicate", stats.duplicate),
+                            ("concealed", stats.concealed)):
+            if value:
+                media.labels("in", fate).inc(value)
+
+
+class MediaClock:
+    """Calls ``tick`` every 20 ms on absolute deadlines, and notes how late it woke up."""
+
+    def __init__(self, tick: Callable[[], None]) -> None:
+        self.tick = tick
+        self.ticks = 0
+        self.late_ticks = 0
+        self.worst_lag = 0.0
+        """Seconds it woke up late, at worst (benchmarks reset it)."""
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            self.worst_lag = max(self.worst_lag, loop.time() - due)
+            due += TICK
+            self.tick()
+            self.ticks += 1
+            delay = due - loop.time()
+            if delay < -TICK:
+                self.late_ticks += 1
+                if delay < -0.2:
+                    due = loop.time()  # fell far behind: skip ahead rather than burst
+            await asyncio.sleep(max(0.0, delay))

@@ -1,0 +1,162 @@
+"""SIP message parsing, SDP offer/answer, digest auth, RTP packets and the line resamplers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cascade.telephony import sip_message as sm
+from cascade.telephony.resampler import resampler
+from cascade.telephony.rtp import DtmfReceiver, RtpPacket, RtpSender, TelephoneEvent
+from cascade.telephony.sdp import SdpError, answer, negotiate, parse_offer
+from cascade.telephony.sip_auth import SipAccess, digest_response, parse_authorization
+
+INVITE = (
+    "INVITE sip:agent@127.0.0.1 SIP/2.0\r\n"
+    "v: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKabc;rport\r\n"
+    "f: \"Ann\" <sip:ann@10.0.0.5>;tag=111\r\n"
+    "t: <sip:agent@127.0.0.1>\r\n"
+    "i: call-1\r\n"
+    "CSeq: 7 INVITE\r\n"
+    "Subject: a folded\r\n  header\r\n"
+    "c: application/sdp\r\n"
+    "l: 4\r\n\r\nbody-and-more"
+)
+OFFER = """v=0
+o=ann 1 1 IN IP4 10.0.0.5
+s=-
+c=IN IP4 10.0.0.5
+t=0 0
+m=audio 4000 RTP/AVP 18 8 0 96
+a=rtpmap:96 telephone-event/8000
+a=ptime:30
+m=video 4002 RTP/AVP 31
+"""
+
+
+def test_parse_expands_compact_headers_and_cuts_the_body() -> None:
+    message = sm.parse(INVITE.encode())
+    assert (message.method, message.uri) == ("INVITE", "sip:agent@127.0.0.1")
+    assert message.call_id == "call-1" and message.cseq == (7, "INVITE")
+    assert message.from_tag == "111" and message.to_tag == ""
+    assert message.branch == "z9hG4bKabc"
+    assert message.get("subject") == "a folded header"
+    assert message.body == b"body"
+    assert sm.uri_of(message.get("From")) == "sip:ann@10.0.0.5"
+
+
+def test_a_response_copies_the_dialog_headers_and_marks_the_via() -> None:
+    request = sm.parse(INVITE.encode())
+    reply = sm.response(request, 200, to_tag="xyz", source=("192.0.2.1", 6000))
+    again = sm.parse(reply.encode())
+    assert (again.status, again.reason) == (200, "OK")
+    assert again.get("Via").endswith(";rport=6000;received=192.0.2.1")
+    assert again.to_tag == "xyz" and again.call_id == "call-1" and again.cseq == (7, "INVITE")
+
+
+@pytest.mark.parametrize("broken", [
+    b"", b"GARBAGE", b"INVITE sip:a SIP/3.0\r\n\r\n", b"SIP/2.0 abc OK\r\n\r\n",
+    INVITE.replace("l: 4", "l: 400").encode(), INVITE.replace("CSeq: 7", "CSeq: x").encode(),
+    INVITE.replace("i: call-1\r\n", "").encode(), INVITE.replace("t: <", "t <").encode(),
+    b"\xff\xfe" * 10, b"OPTIONS sip:a SIP/2.0\r\n" + b"X: y\r\n" * 20000,
+])
+def test_parse_refuses_what_is_not_a_sip_message(broken: bytes) -> None:
+    with pytest.raises(sm.SipError):
+        sm.parse(broken)
+
+
+def test_negotiate_prefers_pcmu_then_pcma_and_finds_telephone_event() -> None:
+    offer = parse_offer(OFFER)
+    assert (offer.address, offer.port, offer.ptime) == ("10.0.0.5", 4000, 30)
+    chosen = negotiate(offer)
+    assert (chosen.codec, chosen.payload_type, chosen.dtmf_payload_type) == ("PCMU", 0, 96)
+    assert negotiate(offer, ("PCMA",)).payload_type == 8
+    text = answer(chosen, "127.0.0.1", 5004, 42).decode()
+    assert "m=audio 5004 RTP/AVP 0 96" in text and "a=rtpmap:96 telephone-event/8000" in text
+    assert "c=IN IP4 127.0.0.1" in text
+    assert negotiate(parse_offer(text)).payload_type == 0  # our answer reads back
+
+
+@pytest.mark.parametrize(("offer", "why"), [
+    ("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 18\r\n", "no common codec"),
+    ("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n", "disabled"),
+    ("v=0\r\nm=video 4000 RTP/AVP 31\r\n", "no RTP/AVP audio"),
+    ("v=0\r\nm=audio 4000 RTP/AVP 0\r\n", "no connection address"),
+    ("v=0\r\nc=IN IP4 not-an-ip\r\nm=audio 4000 RTP/AVP 0\r\n", "not an IP address"),
+    ("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 99999 RTP/AVP 0\r\n", "not a port"),
+])
+def test_offers_we_cannot_answer(offer: str, why: str) -> None:
+    with pytest.raises(SdpError, match=why):
+        negotiate(parse_offer(offer))
+
+
+def test_digest_matches_rfc_2617_example() -> None:
+    # RFC 2617 section 3.5: Mufasa / Circle Of Life
+    assert digest_response("Mufasa", "Circle Of Life", "testrealm@host.com", "GET",
+                           "/dir/index.html", "dcd98b7102dd2f0e8b11d0f600bfb0c093", "auth",
+                           "00000001", "0a4f113b") == "6629fae49393a05397450978507c4ef1"
+    parsed = parse_authorization('Digest username="a b", realm=r, nc=00000001')
+    assert parsed == {"username": "a b", "realm": "r", "nc": "00000001"}
+    assert parse_authorization("Basic abc") == {}
+
+
+def test_access_trusts_networks_and_checks_nonces() -> None:
+    access = SipAccess(allow=["192.0.2.0/24"], users={"u": "p"})
+    request = sm.parse(INVITE.encode())
+    assert access.check(request, "192.0.2.9") == "allow"
+    assert access.check(request, "198.51.100.1") == "challenge"
+    nonce = access.nonce()
+    stale = SipAccess(users={"u": "p"}, nonce_seconds=-1)
+    request.headers.append(("Authorization", f'Digest username="u", realm="cascade", '
+                            f'nonce="{stale.nonce()}", uri="x", response="y"'))
+    assert access.check(request, "198.51.100.1") == "challenge"  # not our nonce
+    assert access._fresh(nonce)
+
+
+def test_rtp_round_trip_with_csrc_extension_and_padding() -> None:
+    packet = RtpPacket(0, 65535, 2**32 - 1, 0xDEADBEEF, b"\x01\x02\x03", marker=True)
+    assert RtpPacket.parse(packet.encode()) == packet
+    header = bytearray(packet.encode()[:12])
+    header[0] = 0x80 | 0x20 | 0x10 | 0x01  # padding, extension, one CSRC
+    data = bytes(header) + b"CSRC" + b"\x00\x01\x00\x01" + b"EXT!" + b"pay" + b"\x00\x02"
+    parsed = RtpPacket.parse(data)
+    assert parsed.payload == b"pay"
+    for broken in (b"\x80" * 11, b"\x40" + b"\x00" * 11, b"\xa0" + b"\x00" * 11,
+                   b"\x90" + b"\x00" * 11, b"\x8f" + b"\x00" * 20):
+        with pytest.raises(ValueError):
+            RtpPacket.parse(broken)
+
+
+def test_one_digit_per_key_press_whatever_arrives() -> None:
+    receiver = DtmfReceiver()
+    press = [TelephoneEvent(5, end, 10, duration).encode()
+             for end, duration in ((False, 160), (False, 320), (True, 480), (True, 480))]
+    digits = [receiver.receive(RtpPacket(101, i, 8000, 1, p)) for i, p in enumerate(press)]
+    assert digits == ["5", None, None, None]
+    assert receiver.receive(RtpPacket(101, 9, 9600, 1, TelephoneEvent(11, True, 10, 1)
+                                      .encode())) == "#"
+    assert receiver.receive(RtpPacket(101, 10, 11200, 1, TelephoneEvent(16, True, 10, 1)
+                                      .encode())) is None  # flash is not a digit
+
+
+def test_sender_numbers_packets_and_marks_talk_spurts() -> None:
+    sender = RtpSender(0)
+    first, second, quiet, again = (RtpPacket.parse(sender.packet(b"x" * 160, speech))
+                                   for speech in (True, True, False, True))
+    assert first.marker and not second.marker and not quiet.marker and again.marker
+    assert (second.sequence - first.sequence) & 0xFFFF == 1
+    assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == 160
+
+
+def test_line_resamplers_keep_level_and_chunk_sizes() -> None:
+    t = np.arange(16000) / 16000
+    tone = (np.sin(2 * np.pi * 440 * t) * 10000).astype(np.int16)
+    down, up = resampler(16000, 8000), resampler(8000, 16000)
+    narrow = np.concatenate([down.process(tone[i : i + 320]) for i in range(0, 16000, 320)])
+    wide = np.concatenate([up.process(narrow[i : i + 160]) for i in range(0, 8000, 160)])
+    assert len(narrow) == 8000 and len(wide) == 16000
+    rms = float(np.sqrt(np.mean(wide[1000:].astype(np.float64) ** 2)))
+    assert abs(rms - 10000 / np.sqrt(2)) < 200
+    alias = (np.sin(2 * np.pi * 6000 * t) * 10000).astype(np.int16)  # above 4 kHz
+    assert np.abs(resampler(16000, 8000).process(alias)[100:].astype(np.int32)).max() < 300
+    assert len(resampler(8000, 22050).process(narrow)) > 0  # other rates: soxr
