@@ -30,6 +30,8 @@ class FasterWhisperOptions(ASROptions):
     workers: int = Field(1, ge=1, description="parallel transcriptions per process")
     beam_size: int = Field(1, ge=1)
     initial_prompt: str | None = Field(None, description="domain vocabulary to bias towards")
+    temperature: float = Field(0.0, ge=0.0, description="0: greedy and repeatable (no "
+                               "sampling fallback)")
 
 
 def _model_path(options: FasterWhisperOptions) -> str | None:
@@ -88,7 +90,7 @@ class FasterWhisperASR(ASRStage):
         segments, _info = self.model.transcribe(
             audio, language=language, beam_size=opts.beam_size, word_timestamps=True,
             condition_on_previous_text=False, vad_filter=False,
-            initial_prompt=opts.initial_prompt,
+            initial_prompt=opts.initial_prompt, temperature=opts.temperature,
         )
         texts: list[str] = []
         words: list[Word] = []

@@ -111,6 +111,8 @@ class TurnController(Adapter):
             self.accepts = (*self.accepts, UserAudio)
         self._audio = np.zeros(int(16000 * TURN_MODEL_SECONDS), np.int16)
         self._audio_rate = 16000
+        self._audio_end = 0.0  # media time where the kept audio ends
+        self._turn_from = 0.0  # media time the current turn's audio starts (0.5 s pre-roll)
         self.p_complete: float | None = None
         self.awaiting_model = False
         self._judge: asyncio.Task[None] | None = None
@@ -150,7 +152,7 @@ class TurnController(Adapter):
                 await self._interrupt("speech", frame.started)
             if self.turn_model is not None:
                 self.awaiting_model = True
-                self._judge = asyncio.create_task(self._judge_turn(self._audio.copy()))
+                self._judge = asyncio.create_task(self._judge_turn(self._turn_audio()))
             if not self.options.require_transcript:
                 self._voiced = True
                 self._schedule_endpoint()
@@ -167,6 +169,12 @@ class TurnController(Adapter):
         n = min(len(pcm), len(self._audio))
         self._audio[:-n] = self._audio[n:]
         self._audio[-n:] = pcm[-n:]
+        self._audio_end = frame.time + len(frame.pcm) / frame.sample_rate
+
+    def _turn_audio(self) -> PCM:
+        """This turn's audio only (the model must not hear the previous turn)."""
+        keep = int((self._audio_end - self._turn_from) * self._audio_rate)
+        return self._audio[-max(1, min(keep, len(self._audio))):].copy()
 
     async def _judge_turn(self, audio: PCM) -> None:
         assert self.turn_model is not None
@@ -186,6 +194,7 @@ class TurnController(Adapter):
         self._barged = False
         if self.turn_start is None:
             self.turn_start = frame.time
+            self._turn_from = frame.time - 0.5
         self._cancel_endpoint()
         if self.agent_speaking and self.options.allow_interruptions:
             self._barge_timer = asyncio.create_task(self._barge_after_min_speech(frame.time))
@@ -232,10 +241,12 @@ class TurnController(Adapter):
 
     def is_backchannel(self, text: str) -> bool:
         said = normalise(text)
-        if not said or len(said.split()) > self.options.backchannel_max_words:
+        if not said:
             return False
         if said in self._backchannels:
             return True
+        if len(said.split()) > self.options.backchannel_max_words:
+            return False
         return all(word in self._backchannels for word in said.split())
 
     @property
