@@ -1,10 +1,8 @@
-"""G.711 mu-law in numpy, and the telephone line a scenario's caller may be on.
+"""The telephone line a scenario's caller may be on: band limit, 8 kHz, G.711 mu-law.
 
-The encoder is the 14-bit algorithm of Sun's reference ``g711.c`` (the one
-CPython's ``audioop.lin2ulaw`` uses): a 16-bit sample is shifted to 14 bits,
-its magnitude clipped at 8159 and biased by 33, and coded as sign, 3-bit
-segment and 4-bit mantissa, all bits inverted. The decoder is the matching
-``ulaw2linear``. They agree with ``audioop`` on all 65,536 inputs.
+The codec itself is ``cascade.telephony.g711`` (the phone backend's, checked against
+the standard on every input); this module keeps array-in, array-out wrappers for
+building caller tracks.
 """
 
 from __future__ import annotations
@@ -14,34 +12,20 @@ import numpy.typing as npt
 
 from cascade.audio import resample
 from cascade.frames import PCM
+from cascade.telephony import g711
 
 TELEPHONE_RATE = 8000
 TELEPHONE_BAND = (300.0, 3400.0)
-_SEGMENT_END = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], np.int32)
-_CLIP = 8159
-_BIAS = 0x84
 
 
 def ulaw_encode(pcm: PCM) -> npt.NDArray[np.uint8]:
     """PCM16 -> one mu-law byte per sample."""
-    value = pcm.astype(np.int32) >> 2
-    negative = value < 0
-    magnitude = np.minimum(np.where(negative, -value, value), _CLIP) + (_BIAS >> 2)
-    segment = np.searchsorted(_SEGMENT_END, magnitude, side="left")
-    mantissa = (magnitude >> np.minimum(segment + 1, 15)) & 0x0F
-    code = np.where(segment >= 8, 0x7F, (np.minimum(segment, 7) << 4) | mantissa)
-    mask = np.where(negative, 0x7F, 0xFF)
-    out: npt.NDArray[np.uint8] = (code ^ mask).astype(np.uint8)
-    return out
+    return np.frombuffer(g711.ulaw_encode(pcm), np.uint8)
 
 
 def ulaw_decode(codes: npt.NDArray[np.uint8]) -> PCM:
     """mu-law bytes -> PCM16."""
-    inverted = (~codes.astype(np.int32)) & 0xFF
-    magnitude = (((inverted & 0x0F) << 3) + _BIAS) << ((inverted & 0x70) >> 4)
-    out: PCM = np.where(inverted & 0x80, _BIAS - magnitude,
-                        magnitude - _BIAS).astype(np.int16)
-    return out
+    return g711.ulaw_decode(codes.astype(np.uint8).tobytes())
 
 
 def band_limit(pcm: PCM, rate: int, low: float, high: float, low_order: int = 2,
