@@ -70,7 +70,11 @@ def run(
     if mic:
         try:
             run_microphone = _entry("cascade.frontends.mic", "run_microphone", "mic")
-            run_microphone(_pipeline(pipeline), input_device=_device(input_device),
+            config = _pipeline(pipeline)
+            asr = config.stages.get("asr")
+            if asr is not None and asr.adapter == "faster-whisper":
+                asr.options["partial_interval"] = 1.0  # the live view shows words as they form
+            run_microphone(config, input_device=_device(input_device),
                            output_device=_device(output_device), headphones=headphones,
                            record=record, trace=trace, console=out)
         except CascadeError as exc:
