@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
-from cascade.adapters.provider import ProviderError, RemoteOptions, Requester, make_client
+from cascade.adapters.provider import RemoteOptions, Requester, make_client, stream_pcm16
 from cascade.adapters.secrets import Secret, require_secret
 from cascade.frames import PCM
 from cascade.registry import Capabilities
@@ -67,7 +66,6 @@ class ElevenLabsTTS(TTSStage):
             "speed": opts.speed}}
 
     async def synthesize(self, text: str) -> AsyncIterator[tuple[PCM, int]]:
-        import httpx
 
         opts = self.remote
         params: dict[str, Any] = {"output_format": f"pcm_{opts.sample_rate}"}
@@ -76,16 +74,6 @@ class ElevenLabsTTS(TTSStage):
         response = await self._requester.open(
             "POST", f"text-to-speech/{opts.voice_id}/stream", params=params,
             json=self._body(text))
-        odd = b""
-        try:
-            async for data in response.aiter_bytes():
-                data = odd + data
-                whole = len(data) - len(data) % 2
-                odd = data[whole:]
-                if whole:
-                    yield np.frombuffer(data[:whole], "<i2").astype(np.int16), opts.sample_rate
-        except httpx.TransportError as exc:
-            raise ProviderError(f"adapter 'elevenlabs-tts' ({opts.base_url}): the audio "
-                                f"stream broke mid-clause ({exc})", retryable=True) from None
-        finally:
-            await response.aclose()
+        async for chunk in stream_pcm16(response, opts.sample_rate, "elevenlabs-tts",
+                                        opts.base_url):
+            yield chunk

@@ -29,6 +29,7 @@ from cascade.adapters.provider import (
     auth_headers,
     make_blocking_client,
     make_client,
+    stream_pcm16,
 )
 from cascade.adapters.secrets import Secret, require_secret
 from cascade.audio import to_pcm16
@@ -150,7 +151,6 @@ class OpenAITTS(TTSStage):
             await self._requester.client.aclose()
 
     async def synthesize(self, text: str) -> AsyncIterator[tuple[PCM, int]]:
-        import httpx
 
         opts = self.remote
         body: dict[str, Any] = {"model": opts.model, "input": text, "voice": opts.voice,
@@ -158,16 +158,6 @@ class OpenAITTS(TTSStage):
         if opts.instructions:
             body["instructions"] = opts.instructions
         response = await self._requester.open("POST", "audio/speech", json=body)
-        odd = b""
-        try:
-            async for data in response.aiter_bytes():
-                data = odd + data
-                whole = len(data) - len(data) % 2
-                odd = data[whole:]
-                if whole:
-                    yield np.frombuffer(data[:whole], "<i2").astype(np.int16), opts.sample_rate
-        except httpx.TransportError as exc:
-            raise ProviderError(f"adapter 'openai-tts' ({opts.base_url}): the audio stream "
-                                f"broke mid-clause ({exc})", retryable=True) from None
-        finally:
-            await response.aclose()
+        async for chunk in stream_pcm16(response, opts.sample_rate, "openai-tts",
+                                        opts.base_url):
+            yield chunk

@@ -13,13 +13,16 @@ status and the fix; the API key is scrubbed from anything the server echoed.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.adapters.secrets import MASK, Secret
 from cascade.clock import Clock
 from cascade.errors import CascadeError
+from cascade.frames import PCM
 
 if TYPE_CHECKING:
     import httpx
@@ -188,3 +191,25 @@ class Requester:
               if status >= 500 else "check the request options")
         return ProviderError(f"{where} answered HTTP {status} ({body or 'no body'}); {fix}",
                              status=status, retryable=status in RETRY_STATUSES)
+
+
+async def stream_pcm16(response: httpx.Response, rate: int, adapter: str,
+                       base_url: str) -> AsyncIterator[tuple[PCM, int]]:
+    """Raw little-endian PCM16 from a streamed HTTP response, in whole samples
+    (chunks may split a sample); a broken stream is a retryable ``ProviderError``."""
+    import httpx as http
+
+    odd = b""
+    try:
+        async for data in response.aiter_bytes():
+            data = odd + data
+            whole = len(data) - len(data) % 2
+            odd = data[whole:]
+            if whole:
+                yield np.frombuffer(data[:whole], "<i2").astype(np.int16), rate
+    except http.TransportError as exc:
+        raise ProviderError(f"adapter '{adapter}' ({base_url}): the audio stream broke "
+                            f"mid-clause ({exc})", retryable=True) from None
+    finally:
+        await response.aclose()
+
