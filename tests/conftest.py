@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from cascade import MemoryTrace, Pipeline, VirtualClock, parse_pipeline
-from cascade.clock import Clock
 from cascade.frames import PCM
-from cascade.recording import CallRecorder
 
 RATE = 16000
 PIPELINES = Path(__file__).resolve().parents[1] / "cascade" / "pipelines"
@@ -52,28 +50,12 @@ def scripted_pipeline(**overrides: dict[str, object]) -> Pipeline:
     return Pipeline(parse_pipeline({"name": "test", "stages": stages}))
 
 
-async def converse(
-    pipeline: Pipeline, audio: PCM, clock: Clock, trace: MemoryTrace,
-    recorder: CallRecorder | None = None,
-) -> None:
-    conversation = pipeline.conversation(
-        clock, sink=recorder, traces=[trace], conversation_id="call")
-    await conversation.start()
-    try:
-        frames = await conversation.play_recording(audio)
-        if recorder is not None:
-            for frame in frames:
-                recorder.add_user(frame.pcm, frame.time)
-        await conversation.wait_finished()
-    finally:
-        await conversation.stop()
+def run_virtual(pipeline: Pipeline, audio: PCM) -> MemoryTrace:
+    """Run a call on the virtual clock with the project's own runner; keep its spans."""
+    from cascade.runner import run_call
 
-
-def run_virtual(pipeline: Pipeline, audio: PCM, recorder: CallRecorder | None = None
-                ) -> MemoryTrace:
     trace = MemoryTrace()
-    clock = VirtualClock()
-    clock.run(converse(pipeline, audio, clock, trace, recorder))
+    run_call(pipeline, audio, VirtualClock(), [trace], conversation_id="call")
     return trace
 
 

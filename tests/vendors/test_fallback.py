@@ -111,7 +111,8 @@ def test_a_provider_of_the_wrong_kind_is_a_config_error() -> None:
 
 def test_a_pipeline_file_names_fallback_llm_and_the_call_goes_on() -> None:
     from cascade import MemoryTrace, Pipeline, parse_pipeline
-    from tests.conftest import babble, converse, silence
+    from cascade.runner import run_call
+    from tests.conftest import babble, silence
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
     pipeline = Pipeline(parse_pipeline({"name": "fallback", "stages": {
@@ -124,7 +125,7 @@ def test_a_pipeline_file_names_fallback_llm_and_the_call_goes_on() -> None:
     trace = MemoryTrace()
     clock = RealClock()
     audio = np.concatenate([silence(0.2), babble(0.6), silence(1.2)])
-    clock.run(converse(pipeline, audio, clock, trace))
+    run_call(pipeline, audio, clock, [trace])
     (span,) = trace.named("failover")
     assert (span.attrs["from"], span.attrs["to"]) == ("openai-llm", "echo-llm")
     (llm,) = trace.named("llm")
