@@ -11,6 +11,7 @@ fall back to soxr's streaming resampler.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -42,9 +43,21 @@ def lowpass(factor: int, taps_per_phase: int = 24) -> _F32:
 
 def _to_pcm(samples: _F32) -> PCM:
     np.rint(samples, out=samples)
-    if samples.max(initial=0.0) > 32767.0 or samples.min(initial=0.0) < -32768.0:
-        np.clip(samples, -32768.0, 32767.0, out=samples)  # rare: filter overshoot
+    np.minimum(samples, 32767.0, out=samples)  # the filter can overshoot full scale;
+    np.maximum(samples, -32768.0, out=samples)  # two ufuncs cost less than np.clip
     return samples.astype(np.int16)
+
+
+@lru_cache(maxsize=16)
+def _decimation_matrix(taps: tuple[float, ...], factor: int, length: int, phase: int) -> _F32:
+    """Rows that compute only the kept outputs of ``length`` new samples (plus history)."""
+    keep = len(taps) - 1
+    reversed_taps = np.asarray(taps[::-1], np.float32)
+    starts = range(phase, length, factor)
+    matrix = np.zeros((len(starts), keep + length), np.float32)
+    for row, start in enumerate(starts):
+        matrix[row, start : start + len(taps)] = reversed_taps
+    return matrix
 
 
 class _FIR:
@@ -55,8 +68,8 @@ class _FIR:
         self._keep = len(taps) - 1
         self._signal = np.zeros(self._keep, np.float32)
 
-    def filter(self, samples: PCM | _F32) -> _F32:
-        """Filtered output, one sample per input sample."""
+    def push(self, samples: PCM | _F32) -> _F32:
+        """History plus ``samples``: the filter's input window for this chunk."""
         keep = self._keep
         signal = self._signal
         if len(signal) != keep + len(samples):
@@ -66,7 +79,11 @@ class _FIR:
         else:
             signal[:keep] = signal[len(samples) :]
         signal[keep:] = samples
-        filtered: _F32 = np.convolve(signal, self.taps, mode="valid")
+        return signal
+
+    def filter(self, samples: PCM | _F32) -> _F32:
+        """Filtered output, one sample per input sample."""
+        filtered: _F32 = np.convolve(self.push(samples), self.taps, mode="valid")
         return filtered
 
     def reset(self) -> None:
@@ -74,19 +91,26 @@ class _FIR:
 
 
 class Decimator:
-    """Rate / factor: low-pass, then keep every ``factor``-th sample."""
+    """Rate / factor: low-pass, computing only every ``factor``-th output.
+
+    The kept outputs are one matrix-vector product over the filter's input window
+    (the matrix is built once per chunk length and shared by every call).
+    """
 
     def __init__(self, factor: int) -> None:
         self.factor = factor
-        self._fir = _FIR(lowpass(factor))
+        taps = lowpass(factor)
+        self._taps = tuple(float(t) for t in taps)
+        self._fir = _FIR(taps)
         self._phase = 0
 
     def process(self, pcm: PCM) -> PCM:
         if not len(pcm):
             return pcm
-        kept = self._fir.filter(pcm)[self._phase :: self.factor]
+        matrix = _decimation_matrix(self._taps, self.factor, len(pcm), self._phase)
+        kept: _F32 = matrix @ self._fir.push(pcm)
         self._phase = (self._phase - len(pcm)) % self.factor
-        return _to_pcm(np.ascontiguousarray(kept))
+        return _to_pcm(kept)
 
     def reset(self) -> None:
         self._fir.reset()
