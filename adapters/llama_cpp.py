@@ -9,7 +9,6 @@ barge-in sets a stop flag that ends the generation at the next token.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from pydantic import BaseModel, Field
 from cascade.adapters import bundled
 from cascade.errors import MissingDependency
 from cascade.registry import Capabilities, configured_file, missing_file
-from cascade.stages.llm import LLMOptions, LLMStage, Message
+from cascade.stages.llm import LLMOptions, LLMStage, Message, stream_from_thread
 
 
 class LlamaCppOptions(LLMOptions):
@@ -110,24 +109,5 @@ class LlamaCppLLM(LLMStage):
                 if delta:
                     deliver(delta)
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        stop = threading.Event()
-
-        def deliver(delta: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, delta)
-
-        async def run() -> None:
-            try:
-                await self.ctx.clock.run_blocking(self._generate, messages, deliver, stop)
-            finally:
-                queue.put_nowait(None)
-
-        worker = asyncio.create_task(run())
-        try:
-            while (delta := await queue.get()) is not None:
-                yield delta
-            await worker
-        finally:
-            stop.set()
+    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        return stream_from_thread(self.ctx.clock, functools.partial(self._generate, messages))

@@ -129,14 +129,15 @@ def adapters() -> None:
         try:
             cls = load_adapter(name)
         except Exception as exc:  # a broken plugin must not hide the others
-            table.add_row(name, "?", "", "[red]broken[/]", f"{type(exc).__name__}: {exc}")
+            table.add_row(name, "?", "", "[red]broken[/]",
+                          escape(f"{type(exc).__name__}: {exc}"))
             continue
         gaps = cls.missing()
         hint = "" if not gaps else (
             f"pip install 'voice-cascade[{cls.extra}]'" if cls.extra else "; ".join(gaps))
-        ready = "[green]yes[/]" if not gaps else f"[red]missing[/] {', '.join(gaps)}"
+        ready = "[green]yes[/]" if not gaps else f"[red]missing[/] {escape(', '.join(gaps))}"
         table.add_row(name, cls.kind, "yes" if cls.capabilities.streaming else "no", ready,
-                      hint)
+                      escape(hint))
     out.print(table)
 
 

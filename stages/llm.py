@@ -9,10 +9,13 @@ to say (reported by playout), not the reply it planned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cascade.clock import Clock
 from cascade.frames import (
     AgentSpeechStopped,
     EndOfTurn,
@@ -26,6 +29,36 @@ from cascade.registry import Adapter
 from cascade.stages.clauses import ClauseSplitter
 
 Message = dict[str, str]
+Generate = Callable[[Callable[[str], None], threading.Event], None]
+"""A blocking generator loop: hands each text piece to its first argument and returns
+early once its second argument (the stop flag) is set."""
+
+
+async def stream_from_thread(clock: Clock, generate: Generate) -> AsyncIterator[str]:
+    """Text pieces of a blocking local model, produced in a worker thread, as they come.
+
+    Closing the iterator (a barge-in cancels the stage) sets the stop flag, so the
+    worker returns before its next token instead of finishing the reply unseen."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    stop = threading.Event()
+
+    def deliver(piece: str) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, piece)
+
+    async def run() -> None:
+        try:
+            await clock.run_blocking(generate, deliver, stop)
+        finally:
+            queue.put_nowait(None)
+
+    worker = asyncio.create_task(run())
+    try:
+        while (piece := await queue.get()) is not None:
+            yield piece
+        await worker
+    finally:
+        stop.set()
 
 
 class LLMOptions(BaseModel):

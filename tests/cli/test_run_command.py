@@ -101,3 +101,20 @@ def test_adapters_lists_every_builtin_with_its_state() -> None:
     for name in ("silero", "webrtc", "faster-whisper", "llama-cpp", "piper", "turn",
                  "energy-vad", "echo-llm"):
         assert name in result.output
+
+
+def test_adapters_prints_install_hints_with_brackets(monkeypatch) -> None:
+    """Square brackets in an install hint are text, not rich markup."""
+    from cascade import registry
+    from cascade.adapters.scripted import EchoLLM
+
+    class NeedsAPackage(EchoLLM):
+        extra = "coqui"
+        requires = ("no_such_package_for_this_test",)
+
+    monkeypatch.setattr(registry, "adapter_names", lambda: ["needs-a-package"])
+    monkeypatch.setattr(registry, "load_adapter", lambda name: NeedsAPackage)
+    result = runner.invoke(app, ["adapters"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "pip install 'voice-cascade[coqui]'" in result.output
+    assert "no_such_package_for_this_test" in result.output
