@@ -6,6 +6,11 @@ for a final one when the segment closes, and records the ``asr`` span (from the
 end of speech to the final transcript). Recognition runs through the clock's
 ``run_blocking`` so the event loop keeps serving other conversations.
 
+A streaming recogniser (a vendor socket that hears the caller while they speak)
+overrides the three ``segment_*`` hooks instead of ``recognize``: they are called
+from ``process`` in frame order, with the pre-roll, each later piece of the
+segment, and its end (which returns what the final transcript awaits).
+
 Whisper-style models invent text on silence and noise ("Thank you."): only VAD
 speech reaches the model, and a result whose no-speech probability is high and
 whose average log-probability is low is dropped (an empty final transcript
@@ -15,8 +20,10 @@ still closes the segment, so the turn controller knows nothing was said).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,17 +92,39 @@ class ASRStage(Adapter):
             if self._in_speech:
                 self._segment.append(pcm)
                 self._segment_samples += len(pcm)
-                self._maybe_partial(frame.turn)
+                self.segment_audio(pcm, frame.turn)
             else:
                 self._remember(frame.time, pcm)
         elif isinstance(frame, SpeechStarted):
             self._in_speech = True
             self._start_segment(frame.time - self.options.pre_roll)
             self._next_partial = self.options.partial_interval
+            self.segment_started(self._segment_start, self._segment, frame.turn)
         elif isinstance(frame, SpeechStopped):
-            # Recognise off to the side so caller audio keeps flowing in meanwhile;
-            # finals still come out in segment order.
-            self._finals = asyncio.create_task(self._final(frame, self._finals))
+            # The segment closes here, in frame order; it is recognised off to the side
+            # so caller audio keeps flowing in meanwhile, and finals come out in order.
+            audio, offset, partial = self._close_segment()
+            recognition = self.segment_stopped(frame, audio)
+            self._finals = asyncio.create_task(
+                self._final(frame, audio, offset, partial, recognition, self._finals))
+
+    # --- hooks: a streaming recogniser overrides these instead of ``recognize`` ---
+
+    def segment_started(self, start: float, pre_roll: Sequence[PCM], turn: int) -> None:
+        """A segment opened; ``pre_roll`` is its held audio from media time ``start``
+        (read it, don't keep the list)."""
+
+    def segment_audio(self, pcm: PCM, turn: int) -> None:
+        """The open segment's next audio: batch recognisers start a partial every
+        ``partial_interval``; a streaming one sends it on (and makes its own partials)."""
+        self._maybe_partial(turn)
+
+    def segment_stopped(self, stop: SpeechStopped, audio: npt.NDArray[np.float32]
+                        ) -> Callable[[], Awaitable[Recognition]]:
+        """The segment closed: what its final awaits, once the earlier finals are out
+        (not awaited for a segment too short to recognise). Batch recognisers transcribe
+        the whole ``audio`` in a worker thread."""
+        return functools.partial(self.ctx.clock.run_blocking, self.recognize, audio)
 
     def _remember(self, at: float, pcm: PCM) -> None:
         """Audio before speech: enough for the pre-roll before a late-confirmed onset."""
@@ -162,15 +191,22 @@ class ASRStage(Adapter):
             return "no_speech"
         return None
 
-    async def _final(self, stop: SpeechStopped, before: asyncio.Task[None] | None) -> None:
-        ctx = self.ctx
+    def _close_segment(self) -> tuple[npt.NDArray[np.float32], float,
+                                      asyncio.Task[tuple[float, Recognition]] | None]:
+        """End the open segment: its audio, its media start and its running partial."""
         self._in_speech = False
         audio = self._audio()
-        offset = self._segment_start
         partial, self._partial = self._partial, None
         self._segment, self._segment_samples = [], 0
         self._recent.clear()
         self._recent_samples = 0
+        return audio, self._segment_start, partial
+
+    async def _final(self, stop: SpeechStopped, audio: npt.NDArray[np.float32], offset: float,
+                     partial: asyncio.Task[tuple[float, Recognition]] | None,
+                     recognition: Callable[[], Awaitable[Recognition]],
+                     before: asyncio.Task[None] | None) -> None:
+        ctx = self.ctx
         span = ctx.tracer.begin("asr", self.name, stop.turn, stop.time)
         if before is not None:
             await before
@@ -181,7 +217,7 @@ class ASRStage(Adapter):
         else:
             reusable = await self._reusable(partial, stop.time)
             reused = reusable is not None
-            result = reusable or await ctx.clock.run_blocking(self.recognize, audio)
+            result = reusable or await recognition()
             reason = self.rejected(result, speech)
         text = "" if reason else result.text.strip()
         words = () if reason else tuple(
