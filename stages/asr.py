@@ -15,6 +15,13 @@ Whisper-style models invent text on silence and noise ("Thank you."): only VAD
 speech reaches the model, and a result whose no-speech probability is high and
 whose average log-probability is low is dropped (an empty final transcript
 still closes the segment, so the turn controller knows nothing was said).
+
+Every closed segment gets its final transcript, in segment order. When the
+recogniser fails (a refused connection, an HTTP 500, a timeout), the segment is
+heard as nothing: it gets an ``error`` span and an ``ErrorFrame`` like any stage
+error, and an empty final, so the turn controller stops waiting for it and the
+next segment is recognised as usual. A failed partial is only logged: the final
+is recognised afresh.
 """
 
 from __future__ import annotations
@@ -31,7 +38,16 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.audio import resample, to_float
-from cascade.frames import PCM, Frame, SpeechStarted, SpeechStopped, Transcript, UserAudio, Word
+from cascade.frames import (
+    PCM,
+    ErrorFrame,
+    Frame,
+    SpeechStarted,
+    SpeechStopped,
+    Transcript,
+    UserAudio,
+    Word,
+)
 from cascade.registry import Adapter
 
 _WORDLESS = re.compile(r"^[\W_]*$")
@@ -46,6 +62,10 @@ class Recognition:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     words: list[Word] = field(default_factory=list)
+
+
+Covered = tuple[float, Recognition] | None
+"""A partial's result and the media time it covers up to; None when it failed."""
 
 
 class ASROptions(BaseModel):
@@ -78,7 +98,7 @@ class ASRStage(Adapter):
         self._segment_start = 0.0
         self._in_speech = False
         self._next_partial = 0.0
-        self._partial: asyncio.Task[tuple[float, Recognition]] | None = None
+        self._partial: asyncio.Task[Covered] | None = None
         self._finals: asyncio.Task[None] | None = None  # the newest final recognition
 
     def recognize(self, audio: npt.NDArray[np.float32]) -> Recognition:
@@ -104,7 +124,7 @@ class ASRStage(Adapter):
             # The segment closes here, in frame order; it is recognised off to the side
             # so caller audio keeps flowing in meanwhile, and finals come out in order.
             audio, offset, partial = self._close_segment()
-            recognition = self.segment_stopped(frame, audio)
+            recognition = self._stopped(frame, audio)
             self._finals = asyncio.create_task(
                 self._final(frame, audio, offset, partial, recognition, self._finals))
 
@@ -125,6 +145,14 @@ class ASRStage(Adapter):
         (not awaited for a segment too short to recognise). Batch recognisers transcribe
         the whole ``audio`` in a worker thread."""
         return functools.partial(self.ctx.clock.run_blocking, self.recognize, audio)
+
+    def _stopped(self, stop: SpeechStopped, audio: npt.NDArray[np.float32]
+                 ) -> Callable[[], Awaitable[Recognition]]:
+        """``segment_stopped``; if it raises, the segment's final reports that, in order."""
+        try:
+            return self.segment_stopped(stop, audio)
+        except Exception as exc:
+            return functools.partial(_raise, exc)
 
     def _remember(self, at: float, pcm: PCM) -> None:
         """Audio before speech: enough for the pre-roll before a late-confirmed onset."""
@@ -164,11 +192,18 @@ class ASRStage(Adapter):
         self._next_partial += interval
         self._partial = asyncio.create_task(self._run_partial(turn, self._audio()))
 
-    async def _run_partial(self, turn: int, audio: npt.NDArray[np.float32]
-                           ) -> tuple[float, Recognition]:
-        """A partial transcript; returns (media time it covers up to, result)."""
+    async def _run_partial(self, turn: int, audio: npt.NDArray[np.float32]) -> Covered:
+        """A partial transcript; returns (media time it covers up to, result), or None
+        when recognition failed (logged: the final is recognised afresh)."""
         covered = self._segment_start + len(audio) / self.rate
-        result = await self.ctx.clock.run_blocking(self.recognize, audio)
+        try:
+            result = await self.ctx.clock.run_blocking(self.recognize, audio)
+        except Exception as exc:
+            ctx = self.ctx
+            ctx.log.warning("stage '%s': a partial transcript failed on turn %d of "
+                            "conversation %s (%s: %s); the final one is recognised afresh",
+                            self.name, turn, ctx.conversation, type(exc).__name__, exc)
+            return None
         if not self._in_speech or not result.text.strip():
             return covered, result
         await self.push(Transcript(
@@ -192,7 +227,7 @@ class ASRStage(Adapter):
         return None
 
     def _close_segment(self) -> tuple[npt.NDArray[np.float32], float,
-                                      asyncio.Task[tuple[float, Recognition]] | None]:
+                                      asyncio.Task[Covered] | None]:
         """End the open segment: its audio, its media start and its running partial."""
         self._in_speech = False
         audio = self._audio()
@@ -203,22 +238,32 @@ class ASRStage(Adapter):
         return audio, self._segment_start, partial
 
     async def _final(self, stop: SpeechStopped, audio: npt.NDArray[np.float32], offset: float,
-                     partial: asyncio.Task[tuple[float, Recognition]] | None,
+                     partial: asyncio.Task[Covered] | None,
                      recognition: Callable[[], Awaitable[Recognition]],
                      before: asyncio.Task[None] | None) -> None:
+        """The segment's final transcript, after the earlier ones: always pushed, empty
+        when recognition failed (that failure is reported here, for this segment)."""
         ctx = self.ctx
         span = ctx.tracer.begin("asr", self.name, stop.turn, stop.time)
         if before is not None:
-            await before
+            await before  # it does not raise: each final handles its own failure
         speech = stop.time - stop.started
         reused = False
-        if speech < self.options.min_speech:
-            result, reason = Recognition(""), "too_short"
-        else:
-            reusable = await self._reusable(partial, stop.time)
-            reused = reusable is not None
-            result = reusable or await recognition()
-            reason = self.rejected(result, speech)
+        reason: str | None
+        try:
+            if speech < self.options.min_speech:
+                result, reason = Recognition(""), "too_short"
+            else:
+                reusable = await self._reusable(partial, stop.time)
+                reused = reusable is not None
+                result = reusable or await recognition()
+                reason = self.rejected(result, speech)
+        except Exception as exc:
+            result, reason = Recognition("", no_speech_prob=1.0), "error"
+            await self._trace_error(
+                stop.turn, f"{type(exc).__name__}: {exc}", stop,
+                f"recognising the speech from {stop.started:.2f} s to {stop.time:.2f} s "
+                "(heard as nothing: an empty final transcript closes it)")
         text = "" if reason else result.text.strip()
         words = () if reason else tuple(
             Word(w.text, w.start + offset, w.end + offset, w.probability) for w in result.words)
@@ -232,14 +277,30 @@ class ASRStage(Adapter):
         ))
 
     @staticmethod
-    async def _reusable(partial: asyncio.Task[tuple[float, Recognition]] | None,
-                        speech_end: float) -> Recognition | None:
+    async def _reusable(partial: asyncio.Task[Covered] | None, speech_end: float
+                        ) -> Recognition | None:
         """Let a running partial finish (it holds the CPU anyway); reuse it when it
         already covers the whole utterance, which saves a second recognition."""
         if partial is None or partial.cancelled():
             return None
-        covered, result = await asyncio.shield(partial)
+        done = await asyncio.shield(partial)
+        if done is None:  # it failed
+            return None
+        covered, result = done
         return result if covered >= speech_end else None
+
+    async def _trace_error(self, turn: int, message: str, frame: Frame | None = None,
+                           doing: str = "") -> None:
+        """What the graph does for a stage that raised: log, ``error`` span, ErrorFrame
+        (for a failure the stage handles itself, so the conversation goes on)."""
+        ctx = self.ctx
+        now = self.now()
+        ctx.log.error("stage '%s' failed on turn %d of conversation %s%s: %s", self.name, turn,
+                      ctx.conversation, f" while {doing}" if doing else "", message)
+        attrs = {} if frame is None else {"frame": type(frame).__name__}
+        ctx.tracer.record("error", self.name, turn, now, now, error=message, **attrs)
+        await self.push(ErrorFrame(conversation=ctx.conversation, turn=turn, time=now,
+                                   stage=self.name, message=message))
 
     async def finish(self) -> None:
         if self._finals is not None:
@@ -250,3 +311,7 @@ class ASRStage(Adapter):
             self._partial.cancel()
         if self._finals is not None:
             self._finals.cancel()
+
+
+async def _raise(exc: Exception) -> Recognition:
+    raise exc
