@@ -61,10 +61,12 @@ class RtpSink:
         self._chunks: deque[PCM] = deque()
         self._held = 0
         self._stalled = False
+        self._ending = False
         self.dropped = 0
 
     def play(self, frame: AgentAudio, at: float) -> None:
         pcm = self.line.agent_line(frame.pcm, frame.sample_rate)
+        self._ending = frame.reply_end  # nothing follows: a short tail goes out padded
         if not len(pcm):
             return
         self._chunks.append(pcm)
@@ -76,14 +78,16 @@ class RtpSink:
     def clear(self, at: float) -> None:
         self._chunks.clear()
         self._held = 0
+        self._ending = False
         self.line.reset_agent()
 
     def take(self, n: int = FRAME_SAMPLES) -> PCM | None:
         """``n`` samples to send now; None when there is no agent audio.
 
-        A tail shorter than a packet waits one tick for more, then goes out padded.
+        A tail shorter than a packet waits one tick for more, then goes out padded;
+        the end of a reply goes out padded at once.
         """
-        if self._held < n and (self._held == 0 or not self._stalled):
+        if self._held < n and (self._held == 0 or not (self._stalled or self._ending)):
             self._stalled = self._held > 0
             return None
         self._stalled = False

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cascade.frames import AgentAudio
 from cascade.telephony import sip_message as sm
+from cascade.telephony.line import PhoneLine
 from cascade.telephony.resampler import resampler
 from cascade.telephony.rtp import DtmfReceiver, RtpPacket, RtpSender, TelephoneEvent
 from cascade.telephony.sdp import SdpError, answer, negotiate, parse_offer
 from cascade.telephony.sip_auth import SipAccess, digest_response, parse_authorization
+from cascade.telephony.sip_call import RtpSink
 
 INVITE = (
     "INVITE sip:agent@127.0.0.1 SIP/2.0\r\n"
@@ -160,3 +163,28 @@ def test_line_resamplers_keep_level_and_chunk_sizes() -> None:
     alias = (np.sin(2 * np.pi * 6000 * t) * 10000).astype(np.int16)  # above 4 kHz
     assert np.abs(resampler(16000, 8000).process(alias)[100:].astype(np.int32)).max() < 300
     assert len(resampler(8000, 22050).process(narrow)) > 0  # other rates: soxr
+
+
+def _agent(pcm: np.ndarray, reply_end: bool = False) -> AgentAudio:
+    return AgentAudio(conversation="c", turn=1, time=0.0, pcm=pcm.astype(np.int16),
+                      sample_rate=16000, text="hi", reply_end=reply_end)
+
+
+def _packets(sink: RtpSink, ticks: int) -> list[bool]:
+    """Per tick: did agent audio go out (True) or silence (False)?"""
+    return [sink.take() is not None for _ in range(ticks)]
+
+
+def test_rtp_sink_sends_the_end_of_a_reply_at_once_and_waits_on_a_mid_reply_tail() -> None:
+    tone = (np.sin(np.arange(800) * 0.3) * 8000).astype(np.int16)  # 50 ms at 16 kHz
+    ending = RtpSink(PhoneLine(16000))
+    ending.play(_agent(tone, reply_end=True), 0.0)
+    assert _packets(ending, 4) == [True, True, True, False]  # 20 + 20 + 10 padded, no gap
+    waiting = RtpSink(PhoneLine(16000))
+    waiting.play(_agent(tone), 0.0)
+    assert _packets(waiting, 5) == [True, True, False, True, False]  # tail waits one tick
+    resumed = RtpSink(PhoneLine(16000))
+    resumed.play(_agent(tone), 0.0)
+    assert _packets(resumed, 2) == [True, True]
+    resumed.play(_agent(tone[:160]), 0.0)  # 10 ms tail + 10 ms more = one whole packet
+    assert _packets(resumed, 2) == [True, False]
