@@ -33,8 +33,8 @@ echo "== pip install --no-deps pipecat-ai silero-vad (model files only)"
 
 echo "== ruff"
 ruff check .
-echo "== mypy (strict, cascade/)"
-mypy
+echo "== mypy (strict: cascade/, stages/, adapters/)"
+bash scripts/typecheck.sh
 echo "== pytest"
 # Everything above is installed, so a skipped test means something is broken: fail.
 CASCADE_FORBID_SKIPS=1 python3 -m pytest -q -rs -p no:cacheprovider "$@"

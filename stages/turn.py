@@ -99,7 +99,7 @@ class TurnController(Adapter):
     """Decides end of turn and barge-in; every decision is a traced span with a reason."""
 
     kind = "turn"
-    accepts = (SpeechStarted, SpeechStopped, Transcript)
+    accepts: tuple[type[Frame], ...] = (SpeechStarted, SpeechStopped, Transcript)
     Options = TurnOptions
 
     def __init__(self, options: TurnOptions) -> None:
