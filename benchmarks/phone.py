@@ -233,7 +233,8 @@ async def sip_call(port: int, index: int) -> tuple[Any, Tally]:
     ack = (f"ACK sip:agent@127.0.0.1:{port} {head};tag={reply.to_tag}{common}"
            "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
     signal.sendto(ack.encode(), ("127.0.0.1", port))
-    call = (transport, RtpSender(0), (offer.address, offer.port), signal, head, common)
+    dialog = f"{head};tag={reply.to_tag}"  # in-dialog requests carry the agent's To tag
+    call = (transport, RtpSender(0), (offer.address, offer.port), signal, dialog, common)
     return call, tally
 
 
@@ -243,8 +244,8 @@ async def sip_calls(port: int, n: int) -> tuple[list[Any], list[Tally]]:
 
 
 async def sip_hang_up(port: int, calls: list[Any]) -> None:
-    for transport, _, _, signal, head, common in calls:
-        bye = (f"BYE sip:agent@127.0.0.1:{port} {head}{common}CSeq: 2 BYE\r\n"
+    for transport, _, _, signal, dialog, common in calls:
+        bye = (f"BYE sip:agent@127.0.0.1:{port} {dialog}{common}CSeq: 2 BYE\r\n"
                "Content-Length: 0\r\n\r\n")
         signal.sendto(bye.encode(), ("127.0.0.1", port))
         transport.close()
