@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.adapters.provider import ProviderError
 from cascade.errors import ConfigError
-from cascade.frames import PCM, Frame
+from cascade.frames import PCM, Frame, ToolCallRequested
 from cascade.registry import Adapter, load_adapter
 from cascade.stage import Stage, StageContext
 from cascade.stages.asr import ASROptions, ASRStage, Recognition
@@ -69,8 +69,8 @@ def build_providers(owner: str, kind: str, specs: list[ProviderSpec]) -> list[tu
     return built
 
 
-async def _nowhere(frame: Frame) -> None:
-    """Providers are called directly; anything they push is dropped."""
+FORWARDED = (ToolCallRequested,)
+"""What a provider may push through its fallback stage (its text comes back as returns)."""
 
 
 class Failover(Generic[S]):
@@ -87,8 +87,15 @@ class Failover(Generic[S]):
 
     async def start(self, ctx: StageContext) -> None:
         for name, stage in self.providers:
-            stage.bind(f"{self.owner.name}/{name}", ctx, _nowhere)
+            stage.bind(f"{self.owner.name}/{name}", ctx, self._forward)
             await stage.start()
+
+    async def _forward(self, frame: Frame) -> None:
+        """Providers are called directly; of what they push, only tool calls go on,
+        stamped with the turn this stage is working on (providers never see it)."""
+        if isinstance(frame, FORWARDED):
+            frame.turn = self.turn
+            await self.owner.push(frame)
 
     async def stop(self) -> None:
         for _, stage in self.providers:

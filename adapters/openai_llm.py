@@ -4,7 +4,8 @@
 ``stream: true`` and reads the server-sent events: each ``data:`` line is a
 JSON chunk whose ``choices[0].delta.content`` is reply text, until
 ``data: [DONE]``. Tool/function calls arrive as ``delta.tool_calls`` fragments;
-they are assembled and recorded as ``tool_call`` spans (the voice reply itself is
+they are assembled, recorded as ``tool_call`` spans and pushed downstream as
+``ToolCallRequested`` frames once the reply is complete (the voice reply itself is
 the text). Connection failures, 429 and 5xx are retried with backoff before the
 first token (``provider.Requester``); afterwards a failure is a ``ProviderError``
 the graph turns into an ``error`` span. A barge-in cancels the stage's task,
@@ -22,7 +23,7 @@ from pydantic import Field
 
 from cascade.adapters.provider import ProviderError, RemoteOptions, Requester, make_client
 from cascade.adapters.secrets import Secret, require_secret
-from cascade.frames import Frame
+from cascade.frames import Frame, ToolCallRequested
 from cascade.registry import Capabilities
 from cascade.stages.llm import LLMOptions, LLMStage, Message
 
@@ -137,6 +138,10 @@ class OpenAILLM(LLMStage):
         if not done:
             raise ProviderError(f"{where}: the stream ended without 'data: [DONE]' (cut "
                                 "mid-reply?); the reply so far was kept", retryable=True)
+        for _, call in sorted(calls.items()):
+            await self.push(ToolCallRequested(
+                conversation=self.ctx.conversation, turn=self._turn, time=self.now(),
+                call_id=call.id, name=call.name, arguments=call.arguments))
 
     def _deltas(self, data: str, calls: dict[int, ToolCall], where: str) -> list[str]:
         try:

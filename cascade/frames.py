@@ -130,6 +130,18 @@ class LLMReply(DataFrame):
 
 
 @dataclass(slots=True, kw_only=True)
+class ToolCallRequested(DataFrame):
+    """The model asked for a tool to be run; a stage that accepts it can act on it.
+
+    ``arguments`` is the model's JSON text as it streamed (parse and validate it
+    before use); ``call_id`` is what a tool result must answer to."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True, kw_only=True)
 class AgentAudio(DataFrame):
     """Synthesised agent speech: PCM16 mono chunk and the clause it belongs to."""
 

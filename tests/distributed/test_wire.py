@@ -26,6 +26,8 @@ FRAMES: list[f.Frame] = [
     f.EndOfTurn(**BASE, text="hello", reason="silence", speech_end=2.0),
     f.ResumeReply(**BASE, resumes=2, reason="timeout"),
     f.LLMText(**BASE, text="Sure.", last=True), f.LLMReply(**BASE, text="Sure. Anything?"),
+    f.ToolCallRequested(**BASE, call_id="call_1", name="get_weather",
+                        arguments='{"city": "Paris"}'),
     f.AgentAudio(**BASE, pcm=PCM, sample_rate=22050, text="Sure.", clause_seconds=0.4,
                  clause_end=True, reply_end=False),
     f.AgentSpeechStarted(**BASE), f.AgentSpeechStopped(**BASE, spoken_text="Su",

@@ -13,7 +13,7 @@ import pytest
 from cascade.adapters.fallback import FallbackLLM, FallbackLLMOptions
 from cascade.clock import RealClock
 from cascade.errors import ConfigError
-from cascade.frames import EndOfTurn, LLMReply, LLMText
+from cascade.frames import EndOfTurn, LLMReply, LLMText, ToolCallRequested
 from tests.adapters.harness import CONVERSATION, Collector, Run, build, drive
 from tests.vendors.fault_llm import REPLY, FaultLLM
 from tests.vendors.servers import free_port, serve_app
@@ -85,6 +85,23 @@ def test_a_slow_first_token_fails_over(fault_llm: tuple[FaultLLM, str]) -> None:
     assert replies[0].startswith("You said: hello")
     (span,) = run.trace.named("failover")
     assert span.attrs["reason"].startswith("timeout")
+
+
+def test_tool_calls_of_the_active_provider_come_through(fault_llm: tuple[FaultLLM, str]
+                                                         ) -> None:
+    _, base = fault_llm
+    stage = FallbackLLM(FallbackLLMOptions(
+        providers=[primary(base, "tools"), ECHO]))  # type: ignore[list-item]
+    clock = RealClock()
+    run = build(clock, [("llm", stage)], Collector(LLMReply, ToolCallRequested))
+
+    async def feed(run: Run) -> None:
+        await say(run, 1, "weather in Paris?")
+
+    clock.run(drive(run, feed, deadline=30))
+    (call,) = run.collector.of(ToolCallRequested)
+    assert isinstance(call, ToolCallRequested) and call.turn == 1
+    assert (call.name, call.arguments) == ("get_weather", '{"city": "Paris"}')
 
 
 def test_every_provider_failing_is_one_traced_error() -> None:

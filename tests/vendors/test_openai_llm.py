@@ -11,7 +11,7 @@ import pytest
 
 from cascade.adapters.openai_llm import OpenAILLM, OpenAILLMOptions
 from cascade.clock import RealClock
-from cascade.frames import EndOfTurn, Interrupt, LLMReply, LLMText
+from cascade.frames import EndOfTurn, Interrupt, LLMReply, LLMText, ToolCallRequested
 from cascade.tracing import Span
 from tests.adapters.harness import CONVERSATION, Collector, Run, build, drive
 from tests.vendors.fault_llm import REPLY, FaultLLM
@@ -32,7 +32,7 @@ def llm(base_url: str, **options: Any) -> OpenAILLM:
 def converse(stage: OpenAILLM, *turns: str | tuple[str, str]) -> Run:
     """Each turn is a text, or (model, text) to switch the server's behaviour first."""
     clock = RealClock()
-    run = build(clock, [("llm", stage)], Collector(LLMText, LLMReply))
+    run = build(clock, [("llm", stage)], Collector(LLMText, LLMReply, ToolCallRequested))
 
     async def feed(run: Run) -> None:
         for turn, item in enumerate(turns, 1):
@@ -70,7 +70,7 @@ def test_barge_in_closes_the_stream_and_the_server_serves_the_next_turn(
         llama_base: str) -> None:
     stage = llm(llama_base, model="smollm2", max_tokens=400, temperature=0.7)
     clock = RealClock()
-    run = build(clock, [("llm", stage)], Collector(LLMText, LLMReply))
+    run = build(clock, [("llm", stage)], Collector(LLMText, LLMReply, ToolCallRequested))
     cut: list[Any] = []
 
     async def feed(run: Run) -> None:
@@ -162,7 +162,7 @@ def test_bad_streams_are_traced_errors(fault_llm: tuple[FaultLLM, str], model: s
     assert [f.turn for f in run.collector.of(LLMReply)] == [2]
 
 
-def test_tool_calls_are_traced(fault_llm: tuple[FaultLLM, str]) -> None:
+def test_tool_calls_are_traced_and_surfaced_as_frames(fault_llm: tuple[FaultLLM, str]) -> None:
     _, base = fault_llm
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -172,3 +172,7 @@ def test_tool_calls_are_traced(fault_llm: tuple[FaultLLM, str]) -> None:
     assert call.turn == 1
     assert call.attrs["tool"] == "get_weather" and call.attrs["id"] == "call_1"
     assert call.attrs["arguments"] == '{"city": "Paris"}'
+    (frame,) = run.collector.of(ToolCallRequested)
+    assert isinstance(frame, ToolCallRequested) and frame.turn == 1
+    assert (frame.call_id, frame.name, frame.arguments) == (
+        "call_1", "get_weather", '{"city": "Paris"}')
