@@ -59,6 +59,13 @@ async def stream_from_thread(clock: Clock, generate: Generate) -> AsyncIterator[
         await worker
     finally:
         stop.set()
+        worker.add_done_callback(_abandoned)  # closed early: its outcome no longer matters
+
+
+def _abandoned(task: asyncio.Task[None]) -> None:
+    """Mark a worker's outcome as seen, so a cut reply's late error is not logged as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 class LLMOptions(BaseModel):

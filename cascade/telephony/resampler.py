@@ -11,7 +11,6 @@ fall back to soxr's streaming resampler.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -48,18 +47,6 @@ def _to_pcm(samples: _F32) -> PCM:
     return samples.astype(np.int16)
 
 
-@lru_cache(maxsize=16)
-def _decimation_matrix(taps: tuple[float, ...], factor: int, length: int, phase: int) -> _F32:
-    """Rows that compute only the kept outputs of ``length`` new samples (plus history)."""
-    keep = len(taps) - 1
-    reversed_taps = np.asarray(taps[::-1], np.float32)
-    starts = range(phase, length, factor)
-    matrix = np.zeros((len(starts), keep + length), np.float32)
-    for row, start in enumerate(starts):
-        matrix[row, start : start + len(taps)] = reversed_taps
-    return matrix
-
-
 class _FIR:
     """A streaming FIR: keeps the last ``len(taps) - 1`` inputs between chunks."""
 
@@ -68,8 +55,8 @@ class _FIR:
         self._keep = len(taps) - 1
         self._signal = np.zeros(self._keep, np.float32)
 
-    def push(self, samples: PCM | _F32) -> _F32:
-        """History plus ``samples``: the filter's input window for this chunk."""
+    def filter(self, samples: PCM | _F32) -> _F32:
+        """Filtered output, one sample per input sample."""
         keep = self._keep
         signal = self._signal
         if len(signal) != keep + len(samples):
@@ -79,11 +66,7 @@ class _FIR:
         else:
             signal[:keep] = signal[len(samples) :]
         signal[keep:] = samples
-        return signal
-
-    def filter(self, samples: PCM | _F32) -> _F32:
-        """Filtered output, one sample per input sample."""
-        filtered: _F32 = np.convolve(self.push(samples), self.taps, mode="valid")
+        filtered: _F32 = np.convolve(signal, self.taps, mode="valid")
         return filtered
 
     def reset(self) -> None:
@@ -91,26 +74,19 @@ class _FIR:
 
 
 class Decimator:
-    """Rate / factor: low-pass, computing only every ``factor``-th output.
-
-    The kept outputs are one matrix-vector product over the filter's input window
-    (the matrix is built once per chunk length and shared by every call).
-    """
+    """Rate / factor: low-pass, then keep every ``factor``-th sample."""
 
     def __init__(self, factor: int) -> None:
         self.factor = factor
-        taps = lowpass(factor)
-        self._taps = tuple(float(t) for t in taps)
-        self._fir = _FIR(taps)
+        self._fir = _FIR(lowpass(factor))
         self._phase = 0
 
     def process(self, pcm: PCM) -> PCM:
         if not len(pcm):
             return pcm
-        matrix = _decimation_matrix(self._taps, self.factor, len(pcm), self._phase)
-        kept: _F32 = matrix @ self._fir.push(pcm)
+        kept = self._fir.filter(pcm)[self._phase :: self.factor]
         self._phase = (self._phase - len(pcm)) % self.factor
-        return _to_pcm(kept)
+        return _to_pcm(np.ascontiguousarray(kept))
 
     def reset(self) -> None:
         self._fir.reset()

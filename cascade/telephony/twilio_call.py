@@ -176,8 +176,9 @@ class TwilioCall:
         self._bad = 0
         self._audio_in = 0.0
         self._started_at = 0.0
-        self._last_message = self.clock.now()
+        self._waiting_since = self.clock.now()
         self._idle = False
+        self._waiting = False
         media = metrics.media
         self._accepted = media.labels("in", "accepted")
         self._dropped = media.labels("in", "dropped")
@@ -190,8 +191,10 @@ class TwilioCall:
         code, reason = 1000, ""
         try:
             while True:
+                self._waiting_since = self.clock.now()
+                self._waiting = True
                 message = await self.ws.receive()
-                self._last_message = self.clock.now()
+                self._waiting = False
                 if message["type"] == "websocket.disconnect":
                     self.metrics.error("vanished")  # gone without a stop message
                     break
@@ -214,16 +217,17 @@ class TwilioCall:
             await self._close(code, reason)
 
     async def _watch_idle(self, reader: asyncio.Task[None]) -> None:
-        """Cancels the reader once no message came for ``idle_timeout`` (one timer per
-        call, instead of a timeout around every 20 ms receive)."""
+        """Cancels the reader once it waited ``idle_timeout`` for a message (one timer per
+        call, instead of a timeout around every 20 ms receive). Time spent handling a
+        message does not count: only a reader parked in ``receive`` is cancelled."""
         timeout = self.limits.idle_timeout
         while True:
-            silent = self.clock.now() - self._last_message
-            if silent >= timeout:
+            silent = self.clock.now() - self._waiting_since
+            if self._waiting and silent >= timeout:
                 self._idle = True
                 reader.cancel()
                 return
-            await asyncio.sleep(timeout - silent)
+            await asyncio.sleep(max(timeout - silent, timeout / 10))
 
     async def _received(self, message: MutableMapping[str, object]) -> None:
         now = self.clock.now()

@@ -131,3 +131,40 @@ def test_a_media_payload_round_trips_through_base64() -> None:
     caller = TwilioCaller("ws://unused")
     message = caller.media(b"\x01\x02")
     assert base64.b64decode(message["media"]["payload"]) == b"\x01\x02"
+
+
+async def test_slow_call_setup_is_not_an_idle_caller() -> None:
+    """The idle timer counts only time spent waiting for the caller, not our own work."""
+    from cascade.conversation import Pipeline
+    from cascade.stage import Stage
+    from cascade.telephony.twilio_server import TwilioEndpoint, TwilioSettings
+    from tests.telephony.conftest import phone_pipeline
+    from tests.telephony.test_twilio_server import TOKEN
+
+    class SlowToStart(Pipeline):
+        def __init__(self) -> None:
+            inner = phone_pipeline()
+            self.config, self.adapters = inner.config, inner.adapters
+            self._inner = inner
+
+        def build_stages(self) -> dict[str, Stage]:
+            stages = self._inner.build_stages()
+            vad = stages["vad"]
+            start = vad.start
+
+            async def slow_start() -> None:
+                await asyncio.sleep(0.8)  # e.g. a vendor handshake: longer than idle_timeout
+                await start()
+
+            vad.start = slow_start  # type: ignore[method-assign]
+            return stages
+
+    app = TwilioEndpoint(SlowToStart(), TwilioSettings(
+        auth_token=TOKEN, limits=CallLimits(idle_timeout=0.4)))
+    async with serving(app) as base:
+        caller = await TwilioCaller(await answer(base)).connect()
+        await caller.silence(1.0)  # 20 ms media messages: never idle from the caller's side
+        assert caller._reader is not None and not caller._reader.done()
+        await caller.hang_up()
+        metrics = await metrics_of(base)
+    assert count(metrics, 'cascade_phone_errors_total{kind="idle_timeout"}') == 0
