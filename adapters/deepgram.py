@@ -88,7 +88,8 @@ class DeepgramASR(ASRStage):
 
     def recognize(self, audio: npt.NDArray[np.float32]) -> Recognition:
         """One whole segment on a socket of its own (``fallback-asr`` hands its
-        providers whole segments); closed cleanly before returning."""
+        providers whole segments). Returns with the final; the socket closes cleanly
+        (CloseStream, Metadata, close) behind it, in its sender thread."""
         live = self._socket()
         try:
             utterance = live.begin(0, 0.0)
@@ -99,7 +100,7 @@ class DeepgramASR(ASRStage):
             live.finalize(utterance)
             return live.result(utterance, self.remote.finalize_timeout)
         finally:
-            live.close()
+            live.close(wait=False)
 
     # --- streaming: the ASRStage hooks, called in frame order ---
 

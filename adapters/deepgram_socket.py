@@ -23,17 +23,19 @@ is reopened and the unfinished segments sent again; the drop is reported as a
 
 The socket is ``websockets``' blocking client, driven by a sender thread (which
 connects, sends and keeps alive) and a reader thread, so the event loop never
-waits on the network; a final is awaited in a worker thread (``result``).
+waits on the network; a final is awaited in a worker thread (``result``). Its
+log is pinned at INFO: websockets logs the handshake's headers, the API key
+among them, at DEBUG.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import queue
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 
 SLACK = 0.05
 """Seconds by which a result's stream time may miss the audio we counted."""
+
+LOG = logging.getLogger("cascade.adapters.deepgram.websocket")
+LOG.setLevel(logging.INFO)  # never DEBUG: websockets would log "Authorization: Token <key>"
 
 
 class Utterance:
@@ -105,6 +110,7 @@ class ListenSocket:
         self._reader: threading.Thread | None = None
         self._position = 0.0  # seconds of audio sent on the current socket
         self._closing = False
+        self._stopping = threading.Event()  # close() was called: connect no more
         self._sender = threading.Thread(target=self._run, name="deepgram-send", daemon=True)
         self._sender.start()
 
@@ -122,19 +128,34 @@ class ListenSocket:
         self._outbox.put(("finalize", utterance))
 
     def result(self, utterance: Utterance, timeout: float) -> Recognition:
-        """The utterance's recognition (blocking); a ProviderError if it failed."""
+        """The utterance's recognition (blocking); a ProviderError if it failed. One
+        that times out is abandoned: never sent again, nor blamed for a later drop."""
         if not utterance.done.wait(timeout):
-            raise ProviderError(f"{self.where}: no result of Finalize within {timeout} s; "
-                                "raise finalize_timeout or check the service", retryable=True)
+            self.abandon(utterance, ProviderError(
+                f"{self.where}: no result of Finalize within {timeout} s; raise "
+                "finalize_timeout or check the service", retryable=True))
         if utterance.error is not None:
             raise utterance.error
         assert utterance.result is not None
         return utterance.result
 
-    def close(self) -> None:
-        """CloseStream, then wait (``close_timeout``) for the Metadata and the close."""
+    def abandon(self, utterance: Utterance, error: ProviderError) -> None:
+        """Stop waiting for ``utterance`` (failing it with ``error``) unless it is done."""
+        with self._lock:
+            if utterance.done.is_set():
+                return
+            if utterance in self._open:
+                self._open.remove(utterance)
+            utterance.error = error
+            utterance.done.set()
+
+    def close(self, wait: bool = True) -> None:
+        """CloseStream, then wait (``close_timeout``) for the Metadata and the close; a
+        connect in progress gives up. ``wait=False``: the sender thread closes alone."""
+        self._stopping.set()
         self._outbox.put(("close",))
-        self._sender.join(self.options.close_timeout + 1.0)
+        if wait:
+            self._sender.join(self.options.close_timeout + 1.0)
 
     # --- the sender thread ----------------------------------------------------
 
@@ -171,7 +192,8 @@ class ListenSocket:
         utterance: Utterance = item[1]
         if kind == "begin":
             with self._lock:
-                self._open.append(utterance)
+                if not utterance.done.is_set():  # not abandoned while it queued
+                    self._open.append(utterance)
         if utterance.done.is_set() or (socket := self._connected()) is None:
             return
         try:
@@ -255,10 +277,11 @@ class ListenSocket:
         headers = {"Authorization": f"Token {self.secret.reveal()}"} if self.secret else {}
         attempt = 0
         while True:
+            self._check_stopping()
             try:
-                return connect(self.url, additional_headers=headers, max_size=2**22,
-                               open_timeout=opts.connect_timeout,
-                               close_timeout=opts.close_timeout)
+                socket = connect(self.url, additional_headers=headers, max_size=2**22,
+                                 open_timeout=opts.connect_timeout,
+                                 close_timeout=opts.close_timeout, logger=LOG)
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 fix = (f"check the API key in {opts.api_key_env}" if status in (401, 403)
@@ -271,10 +294,20 @@ class ListenSocket:
                 failure = ProviderError(f"{self.where} failed to connect ({reason}) after "
                                         f"{attempt + 1} attempt(s); check base_url and that "
                                         "the server is up", retryable=True)
+            else:
+                if self._stopping.is_set():  # hung up while it connected
+                    socket.close()
+                    self._check_stopping()
+                return socket
             if not failure.retryable or attempt >= opts.retries:
                 raise failure
-            time.sleep(retry_delay(opts, attempt))  # the sender thread
+            self._stopping.wait(retry_delay(opts, attempt))  # the sender thread; close() wakes it
             attempt += 1
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise ProviderError(f"{self.where}: the conversation ended before the "
+                                "connection opened")
 
     def _lost(self, socket: Any, reason: str | None) -> None:
         """``socket`` is gone; unfinished utterances go out again on a new one at once."""

@@ -7,7 +7,9 @@ import base64
 import contextlib
 import copy
 import json
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +83,10 @@ class ElevenLabsReplay:
 
 LISTEN_OPTIONS = ("interim_results", "endpointing")
 """Query parameters deepgram-asr sends only when asked to: the replay accepts them."""
-FAULTS = ("drop-mid-audio", "drop-at-finalize", "malformed-at-finalize")
+FAULTS = ("drop-mid-audio", "drop-at-finalize", "malformed-at-finalize",
+          "unanswered-then-drop")
+SERVER_LOG = logging.getLogger("tests.vendors.replay")
+SERVER_LOG.setLevel(logging.INFO)  # websockets logs the headers it receives at DEBUG
 
 
 @dataclass
@@ -109,15 +114,17 @@ class DeepgramReplay:
     ``order`` and how it ``ended``; an exception in the handler (such as the
     client closing before the Metadata) lands in ``problems``. ``idle_timeout``
     closes a quiet socket as the service does (NET-0001); ``faults`` gives the
-    connections, in order, one of ``FAULTS`` each ("" for none).
+    connections, in order, one of ``FAULTS`` each ("" for none);
+    ``metadata_delay`` holds the closing Metadata back that many seconds.
     """
 
     def __init__(self, name: str, faults: Sequence[str] = (),
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, metadata_delay: float = 0.0) -> None:
         self.recorded = fixture(name)
         self.faults = list(faults)
         assert set(self.faults) <= {"", *FAULTS}, self.faults
         self.idle_timeout = idle_timeout
+        self.metadata_delay = metadata_delay
         self.seen: list[Seen] = []
         self._by_connection: dict[int, tuple[Seen, str]] = {}
         self._heard = threading.Condition()  # audio arrived, or a connection ended
@@ -193,7 +200,7 @@ class DeepgramReplay:
                 self._note(seen, "audio", audio=len(message))
                 turn.audio += len(message) / 2 / rate
                 total += len(message) / 2 / rate
-                if fault == "drop-mid-audio" and turn.audio >= 0.5:
+                if fault == "drop-at-audio" or (fault == "drop-mid-audio" and turn.audio >= 0.5):
                     socket.close(1011, "injected fault")
                     return "fault"
                 while turn.sent < len(streaming) and _end(streaming[turn.sent]) <= turn.audio:
@@ -206,6 +213,9 @@ class DeepgramReplay:
             kind = control.get("type")
             self._note(seen, kind)
             if kind == "Finalize":
+                if fault == "unanswered-then-drop":  # no results; a drop at the next audio
+                    turn, fault = Turn(turn.offset + turn.audio), "drop-at-audio"
+                    continue
                 if fault == "drop-at-finalize":
                     socket.close(1011, "injected fault")
                     return "fault"
@@ -220,6 +230,7 @@ class DeepgramReplay:
                     socket.send(json.dumps(_retimed(result, turn.offset, done, scale)))
                 turn = Turn(turn.offset + turn.audio)
             elif kind == "CloseStream":
+                time.sleep(self.metadata_delay)
                 for reply in self.closing:  # the Metadata
                     socket.send(json.dumps({**reply, "duration": round(total, 3)}))
                 socket.close(1000)
@@ -247,7 +258,7 @@ class DeepgramReplay:
         port = free_port()
         # max_queue=None: a handler that stops reading (an injected drop) still gets the
         # client's closing frame behind the audio it left unread.
-        with serve(self._handle, "127.0.0.1", port, max_queue=None,
+        with serve(self._handle, "127.0.0.1", port, max_queue=None, logger=SERVER_LOG,
                    process_request=self._check_request) as server:
             thread = threading.Thread(target=server.serve_forever, daemon=True)
             thread.start()

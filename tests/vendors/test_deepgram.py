@@ -5,6 +5,7 @@ a clean close, and faults that end as traced errors while the conversation goes 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from cascade.adapters.deepgram import DeepgramASR, DeepgramOptions
+from cascade.adapters.deepgram_socket import ListenSocket
 from cascade.adapters.provider import ProviderError
 from cascade.adapters.scripted import EnergyVAD, EnergyVADOptions
 from cascade.clock import VirtualClock
@@ -133,6 +135,45 @@ def test_recognize_streams_audio_finalizes_and_joins_finals() -> None:
     assert -0.1 < result.avg_logprob < 0
 
 
+def test_recognize_returns_before_the_closing_metadata() -> None:
+    replay = DeepgramReplay("deepgram_listen", metadata_delay=1.5)
+    with replay.serving() as base:
+        stage = DeepgramASR(DeepgramOptions(base_url=base, close_timeout=2.0))
+        began = time.monotonic()
+        result = stage.recognize(np.linspace(-0.1, 0.1, 16000 * 2, dtype=np.float32))
+        took = time.monotonic() - began
+    assert result.text == TEXT
+    assert took < 1.0  # the final, not the Metadata 1.5 s after CloseStream
+    (seen,) = replay.seen
+    assert seen.ended == "CloseStream" and not seen.problems  # still closed cleanly, behind
+
+
+def test_the_api_key_stays_out_of_debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="websockets")  # it logs handshake headers here
+    replay = DeepgramReplay("deepgram_listen")
+    with replay.serving() as base:
+        DeepgramASR(DeepgramOptions(base_url=base)).recognize(np.zeros(3200, np.float32))
+    assert replay.seen[0].headers["authorization"] == f"Token {KEY}"
+    assert not [r.getMessage() for r in caplog.records if KEY in r.getMessage()]
+
+
+def test_close_stops_a_connect_to_an_unreachable_service() -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/v1"
+    options = DeepgramOptions(base_url=dead, retries=5, backoff=1.0)  # ~31 s of retrying
+    live = ListenSocket(f"{dead}/listen", RATE, None, options, "deepgram-asr")
+    utterance = live.begin(1, 0.0)
+    live.finalize(utterance)
+    time.sleep(0.2)  # refused at once: the sender waits to try again
+    began = time.monotonic()
+    live.close()
+    assert time.monotonic() - began < 0.5
+    live._sender.join(0.5)
+    assert not live._sender.is_alive()
+    with pytest.raises(ProviderError, match="ended before the connection opened"):
+        live.result(utterance, 0.0)
+
+
 def test_a_conversation_streams_every_turn_over_one_socket() -> None:
     replay = DeepgramReplay("deepgram_listen")
     speech = [silence(0.5)]
@@ -231,6 +272,23 @@ def test_a_dropped_socket_is_reopened_and_the_speech_sent_again(fault: str) -> N
     (error,) = errors(run)
     assert error.turn == 1
     assert "dropped" in error.attrs["error"] and "injected fault" in error.attrs["error"]
+
+
+def test_a_timed_out_turn_is_not_sent_again_after_a_reconnect() -> None:
+    replay = DeepgramReplay("deepgram_listen", faults=["unanswered-then-drop"])
+    speech = babble(2.0)
+    with replay.serving() as base:
+        run = converse(DeepgramASR(DeepgramOptions(base_url=base, finalize_timeout=0.5)),
+                       speech, speech)
+    first, second = replay.seen
+    assert first.ended == "fault"  # turn 1 unanswered, dropped as turn 2's audio came
+    assert not second.problems, second.problems
+    assert second.order == ["audio", "Finalize", "CloseStream"]  # turn 2 only
+    assert second.audio_bytes == segment_bytes(speech)
+    assert [f.text for f in transcripts(run)] == ["", TEXT]
+    timeout, drop = sorted(errors(run), key=lambda e: e.turn)
+    assert timeout.turn == 1 and "no result of Finalize" in timeout.attrs["error"]
+    assert drop.turn == 2 and "injected fault" in drop.attrs["error"]  # not blamed on turn 1
 
 
 def test_speech_on_a_socket_that_keeps_dropping_is_given_up_after_the_retries() -> None:
