@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,6 +32,9 @@ from cascade.frames import PCM, Frame, SpeechStopped, Transcript
 from cascade.registry import Capabilities
 from cascade.stages.asr import ASROptions, ASRStage, Recognition
 
+WAITS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="deepgram-wait")
+"""Threads that only wait for Deepgram's answers (and closes), apart from the shared pool
+that model inference uses, so many calls waiting on the network starve nobody."""
 CHUNK_SECONDS = 0.02
 
 
@@ -126,7 +130,7 @@ class DeepgramASR(ASRStage):
         # A ProviderError from ``result`` fails the segment in ASRStage: traced, heard as
         # nothing, so the turn controller still gets its final and the conversation goes on.
         return functools.partial(self.ctx.clock.run_blocking, live.result, utterance,
-                                 self.remote.finalize_timeout)
+                                 self.remote.finalize_timeout, executor=WAITS)
 
     async def process(self, frame: Frame) -> None:
         await super().process(frame)
@@ -159,7 +163,7 @@ class DeepgramASR(ASRStage):
         await super().stop()
         live, self._live = self._live, None
         if live is not None:
-            await self.ctx.clock.run_blocking(live.close)
+            await self.ctx.clock.run_blocking(live.close, executor=WAITS)
 
 
 async def _heard_nothing() -> Recognition:

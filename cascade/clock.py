@@ -16,6 +16,7 @@ import functools
 import selectors
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -32,7 +33,8 @@ class Clock(Protocol):
 
     async def sleep_until(self, when: float) -> None: ...
 
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+    async def run_blocking(self, fn: Callable[..., T], *args: Any,
+                           executor: Executor | None = None) -> T: ...
 
     def run(self, main: Coroutine[Any, Any, T]) -> T: ...
 
@@ -54,10 +56,14 @@ class _LoopClock:
     async def sleep_until(self, when: float) -> None:
         await asyncio.sleep(max(0.0, when - self.now()))
 
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_blocking(self, fn: Callable[..., T], *args: Any,
+                           executor: Executor | None = None) -> T:
+        """``fn(*args)`` in a worker thread: the loop's default pool, or ``executor`` for
+        work that mostly waits (a network reply) and must not hold a pool thread that
+        model inference needs."""
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        return await loop.run_in_executor(None, functools.partial(ctx.run, fn, *args))
+        return await loop.run_in_executor(executor, functools.partial(ctx.run, fn, *args))
 
 
 class RealClock(_LoopClock):
@@ -117,10 +123,11 @@ class VirtualClock(_LoopClock):
     def advance(self, seconds: float) -> None:
         self.loop_time += seconds
 
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_blocking(self, fn: Callable[..., T], *args: Any,
+                           executor: Executor | None = None) -> T:
         self.blocking_jobs += 1
         try:
-            return await super().run_blocking(fn, *args)
+            return await super().run_blocking(fn, *args, executor=executor)
         finally:
             self.blocking_jobs -= 1
 

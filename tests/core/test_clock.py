@@ -6,6 +6,8 @@ import asyncio
 import contextvars
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -164,3 +166,28 @@ def test_real_clock_runs_a_coroutine() -> None:
         return clock.now()
 
     assert clock.run(main()) >= 0.0
+
+
+@pytest.mark.parametrize("make_clock", [VirtualClock, RealClock])
+def test_run_blocking_on_its_own_executor_leaves_the_shared_pool_free(make_clock: Any) -> None:
+    """Work that only waits (a network reply) runs on its own executor: a busy wait there
+    does not hold the loop's default pool, and the virtual clock still holds its time."""
+    clock = make_clock()
+    release = threading.Event()
+    waits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waits")
+
+    def wait_for_network() -> str:
+        release.wait(5)
+        return threading.current_thread().name
+
+    async def main() -> tuple[str, str]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+        waiting = asyncio.create_task(clock.run_blocking(wait_for_network, executor=waits))
+        await asyncio.sleep(0)
+        free = await asyncio.wait_for(clock.run_blocking(lambda: "free"), 2)
+        release.set()
+        return free, await waiting
+
+    free, thread = clock.run(main())
+    waits.shutdown()
+    assert free == "free" and thread.startswith("waits")
