@@ -190,6 +190,8 @@ class FallbackLLM(LLMStage):
 
     async def process(self, frame: Frame) -> None:
         self.failover.turn = frame.turn
+        for _, provider in self.failover.providers:
+            provider.turn = frame.turn
         try:
             await super().process(frame)
         finally:  # a barge-in cancels us anywhere; the provider's stream must end too

@@ -77,7 +77,6 @@ class OpenAILLM(LLMStage):
         if options.api_key_env:
             self._secret = require_secret(options.api_key_env, "openai-llm")
         self._requester: Requester | None = None
-        self._turn = 0
         self.response: httpx.Response | None = None
         """The reply being streamed (kept so a cancelled turn can close it)."""
 
@@ -94,7 +93,6 @@ class OpenAILLM(LLMStage):
             await self._requester.client.aclose()
 
     async def process(self, frame: Frame) -> None:
-        self._turn = frame.turn
         try:
             await super().process(frame)
         finally:  # also on cancellation: stop the server generating a reply nobody hears
@@ -140,7 +138,7 @@ class OpenAILLM(LLMStage):
                                 "mid-reply?); the reply so far was kept", retryable=True)
         for _, call in sorted(calls.items()):
             await self.push(ToolCallRequested(
-                conversation=self.ctx.conversation, turn=self._turn, time=self.now(),
+                conversation=self.ctx.conversation, turn=self.turn, time=self.now(),
                 call_id=call.id, name=call.name, arguments=call.arguments))
 
     def _deltas(self, data: str, calls: dict[int, ToolCall], where: str) -> list[str]:
@@ -172,6 +170,6 @@ class OpenAILLM(LLMStage):
     def _trace_tool_calls(self, calls: dict[int, ToolCall]) -> None:
         now = self.now()
         for index, call in sorted(calls.items()):
-            self.ctx.tracer.record("tool_call", self.name, self._turn, now, now,
+            self.ctx.tracer.record("tool_call", self.name, self.turn, now, now,
                                    index=index, id=call.id, tool=call.name,
                                    arguments=call.arguments[:2000])

@@ -97,6 +97,9 @@ class LLMStage(Adapter):
         self._replies: dict[int, Message] = {}
         self._planned: dict[int, str] = {}
         self._heard_before: dict[int, str] = {}
+        self.turn = 0
+        """The turn being answered: set by ``process``, or by a wrapper (``fallback-llm``)
+        that calls ``stream`` itself, so what a vendor traces or pushes is stamped right."""
 
     def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         """Yield reply text deltas for ``messages`` (vendor)."""
@@ -126,6 +129,7 @@ class LLMStage(Adapter):
                                     time=self.now(), text=greeting, last=True))
 
     async def process(self, frame: Frame) -> None:
+        self.turn = frame.turn
         if isinstance(frame, ResumeReply):
             await self._resume(frame)
             return

@@ -102,6 +102,8 @@ def test_tool_calls_of_the_active_provider_come_through(fault_llm: tuple[FaultLL
     (call,) = run.collector.of(ToolCallRequested)
     assert isinstance(call, ToolCallRequested) and call.turn == 1
     assert (call.name, call.arguments) == ("get_weather", '{"city": "Paris"}')
+    (span,) = run.trace.named("tool_call")
+    assert span.turn == 1
 
 
 def test_every_provider_failing_is_one_traced_error() -> None:
