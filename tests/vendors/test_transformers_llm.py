@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,14 @@ stages:
     adapter: transformers-llm
     options: {max_tokens: 8, temperature: 0.0}
 """
+NO_SYSTEM_ROLE = (  # like Gemma's: no system role, and user and assistant must alternate
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/...') }}{% endif %}"
+    "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 COMMON = {"the", "a", "an", "is", "it", "of", "and", "to", "in", "on", "i", "you", "sky",
           "blue", "day", "clear", "are", "be", "that", "this", "with", "color", "colour"}
 
@@ -243,6 +252,82 @@ def test_a_checkpoint_directory_streams_and_repeats(tiny_llama: Path) -> None:
                                      seed=3)
     samples = {reply_of(converse(TransformersLLM(sampled), "hello")) for _ in range(2)}
     assert len(samples) == 1  # sampling, from the same seed
+
+
+def test_a_template_without_a_system_role_gets_alternating_turns_after_a_greeting(
+        tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    greeting = "Hi, how can I help?"
+    llm = TransformersLLM(TransformersLLMOptions(model=str(tiny_llama), max_tokens=3,
+                                                 temperature=0.0, greeting=greeting,
+                                                 system_prompt="Be brief."))
+    monkeypatch.setattr(llm.shared.tokenizer, "chat_template", NO_SYSTEM_ROLE)
+    run = converse(llm, "hello")  # the greeting opens the history; the reply must not fail
+    assert llm.history[0] == {"role": "assistant", "content": greeting}
+    assert len(run.collector.of(LLMReply)) == 1
+    assert [s.turn for s in run.trace.named("llm")] == [1]
+
+    text, templated = llm.prompt([
+        {"role": "system", "content": "Be brief."},
+        {"role": "assistant", "content": greeting},
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "Hi!"},
+        {"role": "user", "content": "are you"},  # its reply was cut before a word was heard
+        {"role": "user", "content": "there?"}])
+    assert templated and text == (
+        "<start_of_turn>user\nBe brief.\n\nhello<end_of_turn>\n"
+        "<start_of_turn>model\nHi!<end_of_turn>\n"
+        "<start_of_turn>user\nare you\n\nthere?<end_of_turn>\n<start_of_turn>model\n")
+
+
+def test_each_model_loads_once_however_many_are_loaded(tiny_llama: Path,
+                                                        tmp_path: Path) -> None:
+    names = [tmp_path / f"copy{i}" for i in range(4)]
+    for name in names:
+        name.symlink_to(tiny_llama, target_is_directory=True)
+    first = TransformersLLM(TransformersLLMOptions(model=str(names[0]))).shared
+    others = [TransformersLLM(TransformersLLMOptions(model=str(n))).shared for n in names[1:]]
+    assert len({id(s) for s in [first, *others]}) == 4
+    assert TransformersLLM(TransformersLLMOptions(model=str(names[0]))).shared is first
+
+
+def test_conversations_waiting_for_the_model_leave_the_executor_free(
+        tiny_llama: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(TransformersLLM):
+        """Holds the model (its prompt is built under the model's lock) until released."""
+
+        def prompt(self, messages: list[Message]) -> tuple[str, bool]:
+            entered.set()
+            release.wait(30)
+            return super().prompt(messages)
+
+    options = TransformersLLMOptions(model=str(tiny_llama), max_tokens=2, temperature=0.0)
+    stages = [Slow(options) for _ in range(3)]  # three conversations on one model
+    clock = RealClock()
+    for stage in stages:
+        build(clock, [("llm", stage)], Collector(LLMReply))
+    messages: list[Message] = [{"role": "user", "content": "hello"}]
+
+    async def reply(stage: TransformersLLM) -> str:
+        return "".join([piece async for piece in stage.stream(messages)])
+
+    async def main() -> str:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+        calls = [asyncio.create_task(reply(stage)) for stage in stages]
+        try:
+            while not entered.is_set():
+                await asyncio.sleep(0.005)
+            # the other two wait for the model without taking the pool's second thread,
+            # so other blocking work (a conversation's ASR, TTS) still runs
+            return await asyncio.wait_for(clock.run_blocking(lambda: "free"), 5)
+        finally:
+            release.set()
+            await asyncio.gather(*calls)
+
+    assert clock.run(main()) == "free"
+    assert stages[0].shared.lock.acquire(blocking=False)
+    stages[0].shared.lock.release()
 
 
 def test_without_a_chat_template_the_prompt_is_a_transcript(
