@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import re
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.audio import resample
@@ -46,6 +45,7 @@ from cascade.frames import (
     Transcript,
     UserAudio,
 )
+from cascade.playback import PlaybackHistory
 from cascade.registry import Adapter, TurnModel, load_turn_model
 
 CONTINUATION_WORDS = ("and", "but", "or", "so", "um", "uh", "because", "like", "the", "a",
@@ -109,8 +109,7 @@ class TurnController(Adapter):
             self.turn_model = load_turn_model(options.semantic_model,
                                               options.semantic_model_path)
             self.accepts = (*self.accepts, UserAudio)
-        self._audio = np.zeros(int(16000 * TURN_MODEL_SECONDS), np.int16)
-        self._audio_rate = 16000
+        self._audio = PlaybackHistory(16000, TURN_MODEL_SECONDS)  # caller audio by time
         self._audio_end = 0.0  # media time where the kept audio ends
         self._turn_from = 0.0  # media time the current turn's audio starts (0.5 s pre-roll)
         self.p_complete: float | None = None
@@ -164,17 +163,17 @@ class TurnController(Adapter):
 
     def _keep_audio(self, frame: UserAudio) -> None:
         """The last seconds of caller audio, for the end-of-turn model."""
-        pcm = frame.pcm if frame.sample_rate == self._audio_rate else resample(
-            frame.pcm, frame.sample_rate, self._audio_rate)
-        n = min(len(pcm), len(self._audio))
-        self._audio[:-n] = self._audio[n:]
-        self._audio[-n:] = pcm[-n:]
+        rate = self._audio.rate
+        pcm = frame.pcm if frame.sample_rate == rate else resample(
+            frame.pcm, frame.sample_rate, rate)
+        self._audio.write(pcm, frame.time)
         self._audio_end = frame.time + len(frame.pcm) / frame.sample_rate
 
     def _turn_audio(self) -> PCM:
         """This turn's audio only (the model must not hear the previous turn)."""
-        keep = int((self._audio_end - self._turn_from) * self._audio_rate)
-        return self._audio[-max(1, min(keep, len(self._audio))):].copy()
+        rate = self._audio.rate
+        keep = max(1, min(int((self._audio_end - self._turn_from) * rate), self._audio.size))
+        return self._audio.read(self._audio_end - keep / rate, keep)
 
     async def _judge_turn(self, audio: PCM) -> None:
         assert self.turn_model is not None
