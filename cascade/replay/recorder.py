@@ -20,7 +20,7 @@ import numpy as np
 
 from cascade.clock import Clock
 from cascade.conversation import Conversation, Pipeline
-from cascade.frames import PCM, ErrorFrame, Frame
+from cascade.frames import PCM, Frame, SystemFrame
 from cascade.graph import Graph
 from cascade.recording import CallRecorder
 from cascade.replay.format import Entry, Recording, StageRecord, write_recording
@@ -75,8 +75,9 @@ class Recorder:
         self._tap(conversation.graph)
 
     def _tap(self, graph: Graph) -> None:
-        """Note every frame fed to ``graph`` from outside (the caller's input)."""
-        send, offer = graph.send, graph.offer
+        """Note every frame fed to ``graph`` from outside (the caller's input), and every
+        control frame a stage sends out."""
+        send, offer, broadcast = graph.send, graph.offer, graph.broadcast
 
         async def noted_send(frame: Frame) -> None:
             self.note_input(frame)
@@ -88,9 +89,17 @@ class Recorder:
                 self.note_input(frame)
             return accepted
 
+        async def noted_broadcast(frame: SystemFrame, origin: Any = None) -> None:
+            # A stage's control frames, those it pushes and the ErrorFrame the graph
+            # sends for it when it raises (which observers never see), all pass here.
+            if origin is not None:
+                self._add(origin.name, _snapshot(frame))
+            await broadcast(frame, origin)
+
         # The graph's own entry points, so no way of feeding a conversation escapes.
         setattr(graph, "send", noted_send)  # noqa: B010
         setattr(graph, "offer", noted_offer)  # noqa: B010
+        setattr(graph, "broadcast", noted_broadcast)  # noqa: B010
 
     def _add(self, stage: str | None, item: Frame | Span) -> None:
         with self._lock:
@@ -107,17 +116,12 @@ class Recorder:
         self._add(None, _snapshot(frame))
 
     def observe(self, stage: str, frame: Frame) -> None:
-        if stage in self._stages:  # "graph": caller control frames, noted as input
+        # Control frames are noted as they are broadcast ("graph": the caller's, input).
+        if stage in self._stages and not isinstance(frame, SystemFrame):
             self._add(stage, _snapshot(frame))
 
     def write(self, span: Span) -> None:
         self._add(span.stage, span)
-        if span.name == "error" and span.attrs.get("frame") != ErrorFrame.__name__:
-            # The graph broadcasts a failed stage's ErrorFrame without observers seeing
-            # it; it is exactly this span's content, so keep it as that stage's frame.
-            self._add(span.stage, ErrorFrame(
-                conversation=span.conversation, turn=span.turn, time=span.end,
-                stage=span.stage, message=str(span.attrs.get("error", ""))))
 
     def close(self) -> None:
         pass

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cascade import VirtualClock
+from cascade.adapters.scripted import ScriptedASR
 from cascade.frames import (
     EndOfStream,
     EndOfTurn,
@@ -20,6 +21,7 @@ from cascade.frames import (
 )
 from cascade.replay import read_recording, record_call
 from cascade.runner import CallResult
+from cascade.stages.asr import Recognition
 from cascade.tracing import Span
 from tests.conftest import babble, script, scripted_pipeline, silence
 from tests.replay.conftest import busy_call, recorded_conversation
@@ -71,6 +73,22 @@ def test_a_failing_stage_keeps_its_error_frame(tmp_path: Path) -> None:
     assert frame.stage == "llm" and frame.at == span.end
     assert frame.item == ErrorFrame(conversation=span.conversation, turn=1, time=span.end,
                                     stage="llm", message="KeyError: 'nope'")
+
+
+def test_an_error_frame_a_stage_pushes_itself_is_recorded_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ASR stage reports a failed segment itself (error span, then its own
+    # ErrorFrame); the graph's broadcast for a raising stage must not be added again.
+    def refuse(self: ScriptedASR, audio: object) -> Recognition:
+        raise ConnectionError("refused")
+
+    monkeypatch.setattr(ScriptedASR, "recognize", refuse)
+    audio = script(silence(0.5), babble(1.5, 1), silence(4.0))
+    record_call(scripted_pipeline(), audio, VirtualClock(), tmp_path / "asr.rec")
+    recording = read_recording(tmp_path / "asr.rec")
+    [span] = [s for s in recording.spans() if s.name == "error"]
+    [frame] = [e for e in recording.entries if isinstance(e.item, ErrorFrame)]
+    assert frame.stage == "asr" and frame.item.message == span.attrs["error"]
 
 
 def test_events_and_offered_audio_are_input_too() -> None:
