@@ -1,14 +1,13 @@
 """The telephone line a scenario's caller may be on: band limit, 8 kHz, G.711 mu-law.
 
 The codec itself is ``cascade.telephony.g711`` (the phone backend's, checked against
-the standard on every input); this module keeps array-in, array-out wrappers for
-building caller tracks.
+the standard on every input); this module adds the band limit and the line a caller
+track goes through.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
 from cascade.audio import resample
 from cascade.frames import PCM
@@ -16,16 +15,6 @@ from cascade.telephony import g711
 
 TELEPHONE_RATE = 8000
 TELEPHONE_BAND = (300.0, 3400.0)
-
-
-def ulaw_encode(pcm: PCM) -> npt.NDArray[np.uint8]:
-    """PCM16 -> one mu-law byte per sample."""
-    return np.frombuffer(g711.ulaw_encode(pcm), np.uint8)
-
-
-def ulaw_decode(codes: npt.NDArray[np.uint8]) -> PCM:
-    """mu-law bytes -> PCM16."""
-    return g711.ulaw_decode(codes.astype(np.uint8).tobytes())
 
 
 def band_limit(pcm: PCM, rate: int, low: float, high: float, low_order: int = 2,
@@ -49,7 +38,7 @@ def telephone(pcm: PCM, rate: int) -> PCM:
     The band's skirts are gentle below 300 Hz (12 dB per octave, like an analogue
     line's coupling) and steep above 3400 Hz (the codec's anti-alias filter)."""
     narrow = band_limit(resample(pcm, rate, TELEPHONE_RATE), TELEPHONE_RATE, *TELEPHONE_BAND)
-    line = ulaw_decode(ulaw_encode(narrow))
+    line = g711.ulaw_decode(g711.ulaw_encode(narrow))
     out = resample(line, TELEPHONE_RATE, rate)
     if len(out) != len(pcm):  # soxr may be a sample off; the track keeps its length
         out = np.pad(out, (0, max(0, len(pcm) - len(out))))[: len(pcm)]
