@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,13 @@ def test_the_order_is_shuffled_per_scenario_and_fixed_by_the_seed() -> None:
     names = ["a", "b", "c"]
     orders = {tuple(run_order(names, f"s{i}", seed=0)) for i in range(20)}
     assert len(orders) > 1
-    assert run_order(names, "s1", 0) == run_order(names, "s1", 0)
+    # the same on every run: a fresh interpreter (new hash seed) gives the same orders
+    script = ("from cascade.evaluation.runner import run_order; "
+              "print([run_order(['a', 'b', 'c'], f's{i}', 0) for i in range(20)])")
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert fresh.stdout.strip() == str([run_order(names, f"s{i}", 0) for i in range(20)])
+    assert any(run_order(names, f"s{i}", 0) != run_order(names, f"s{i}", 1) for i in range(20))
 
 
 def test_a_broken_system_is_recorded_not_raised(tmp_path: Path) -> None:
