@@ -96,7 +96,11 @@ class DelayFinder:
 
     def remember(self, mic: Floats) -> None:
         n = len(mic)
-        self._mic = np.concatenate([self._mic[n:], mic])
+        if n >= len(self._mic):
+            self._mic = mic[-len(self._mic):].copy()
+        else:  # shift in place: no new one-second window per frame
+            self._mic[:-n] = self._mic[n:]
+            self._mic[-n:] = mic
         self._heard = min(len(self._mic), self._heard + n)
 
     def find(self, playback: PlaybackHistory, end: float) -> float | None:
@@ -182,7 +186,8 @@ class EchoCanceller:
         """Geigel: the microphone is louder than the loudest echo of recent playback could be."""
         recent = self.playback.read(at - self.max_delay, int(self.max_delay * self.rate)
                                     + self.frame)
-        loudest = float(np.abs(recent.astype(np.float64)).max()) if len(recent) else 0.0
+        # The peak straight from the int16 samples: no float copy of the window per frame.
+        loudest = float(max(int(recent.max()), -int(recent.min()))) if len(recent) else 0.0
         if float(np.abs(mic).max()) > max(self.double_talk * loudest, self.talk_floor):
             self._held = self.hangover
         elif self._held:

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 from cascade.config import PipelineConfig
 from cascade.conversation import Pipeline
 from cascade.errors import CascadeError, MissingDependency
-from cascade.metrics import turn_metrics
 from cascade.servers.browser_session import BrowserSession
+from cascade.servers.connection import announce, closing_line
 
 if TYPE_CHECKING:
     import uvicorn
@@ -172,17 +172,11 @@ class BrowserServer:
                 await session.command(event)
 
     def _closed(self, session: BrowserSession) -> None:
-        turns = turn_metrics(session.relay.spans)
-        v2v = sorted(m.voice_to_voice for m in turns if m.voice_to_voice is not None)
-        median = f", median voice-to-voice {v2v[len(v2v) // 2] * 1000:.0f} ms" if v2v else ""
-        dropped = f", {session.dropped} input frames dropped" if session.dropped else ""
-        self._say(f"conversation {session.id} closed after {len(turns)} turn(s)"
-                  f"{median}{dropped}")
+        self._say(closing_line(f"conversation {session.id}", session.relay.spans,
+                               session.dropped))
 
     def _say(self, line: str) -> None:
-        log.info(line)
-        if self.console is not None:
-            self.console.print(line, highlight=False, soft_wrap=True)
+        announce(log, self.console, line)
 
     # --- running ----------------------------------------------------------------------
 

@@ -22,8 +22,6 @@ Resampling both ways happens here with soxr, so the page needs no DSP.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,7 +31,6 @@ from typing import Any
 import numpy as np
 import soxr
 
-from cascade.audio import FRAME_SECONDS
 from cascade.clock import RealClock
 from cascade.conversation import Pipeline
 from cascade.frames import (
@@ -52,6 +49,7 @@ from cascade.frames import (
 )
 from cascade.metrics import turn_metrics
 from cascade.playout import Playout
+from cascade.servers.connection import FrameCutter, Outbox
 from cascade.tracing import Span, TraceSink
 
 log = logging.getLogger("cascade.browser")
@@ -100,40 +98,26 @@ class BrowserSession:
         self.frames_in = 0
         self.dropped = 0
         self.samples_out = 0
-        self._send = send
-        self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._outbox = Outbox(send, log, f"session {self.id}")
         self._input: Any = soxr.ResampleStream(client_rate, self.rate, 1, dtype="int16")
         self._output: Any = None
-        self._held: PCM = np.zeros(0, np.int16)
-        self._size = int(self.rate * FRAME_SECONDS)
+        self._frames = FrameCutter(self.rate)
         self._speaking_turn: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._writer = asyncio.create_task(self._write())
+        self._outbox.start()
         await self.conversation.start()
         self._emit({"type": "ready", "conversation": self.id, "sample_rate": self.client_rate,
                     "pipeline_rate": self.rate})
 
     async def close(self) -> None:
         await self.conversation.stop()
-        self._outbox.put_nowait(None)
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer
-
-    async def _write(self) -> None:
-        while (message := await self._outbox.get()) is not None:
-            try:
-                await self._send(message)
-            except Exception as exc:  # the page went away: nothing more to say
-                log.info("session %s: stopped sending (%s)", self.id, exc)
-                return
+        await self._outbox.close()
 
     def _emit(self, event: dict[str, Any]) -> None:
-        self._outbox.put_nowait(json.dumps(event, default=str))
+        self._outbox.put(json.dumps(event, default=str))
 
     # --- what the page sends ----------------------------------------------------------
 
@@ -142,13 +126,10 @@ class BrowserSession:
         if len(data) % 2:
             data = data[:-1]
         pcm: PCM = self._input.resample_chunk(np.frombuffer(data, "<i2").astype(np.int16))
-        held = np.concatenate([self._held, pcm]) if len(self._held) else pcm
-        whole = len(held) - len(held) % self._size
-        for start in range(0, whole, self._size):
+        for frame in self._frames.cut(pcm):
             self.frames_in += 1
-            if not self.conversation.offer_audio(held[start : start + self._size]):
+            if not self.conversation.offer_audio(frame):
                 self.dropped += 1
-        self._held = held[whole:]
 
     async def command(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -179,7 +160,7 @@ class BrowserSession:
             self._output = None
         if len(pcm):
             self.samples_out += len(pcm)
-            self._outbox.put_nowait(pcm.astype("<i2").tobytes())
+            self._outbox.put(pcm.astype("<i2").tobytes())
 
     def clear(self, at: float) -> None:
         self._output = None

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 from cascade.config import PipelineConfig
 from cascade.conversation import Pipeline
 from cascade.errors import CascadeError, MissingDependency
-from cascade.metrics import turn_metrics
+from cascade.servers.connection import announce, closing_line
 from cascade.servers.realtime_session import RealtimeSession
 from cascade.tracing import MemoryTrace
 
@@ -126,17 +126,10 @@ class RealtimeServer:
             await session.close()
             if failure is not None:
                 await websocket.close(1011, failure[:100])
-            turns = turn_metrics(trace.spans)
-            v2v = [m.voice_to_voice for m in turns if m.voice_to_voice is not None]
-            latency = f", median voice-to-voice {sorted(v2v)[len(v2v) // 2] * 1000:.0f} ms" \
-                if v2v else ""
-            self._say(f"session {session.settings.id} closed after {len(turns)} "
-                      f"turn(s){latency}")
+            self._say(closing_line(f"session {session.settings.id}", trace.spans))
 
     def _say(self, line: str) -> None:
-        log.info(line)
-        if self.console is not None:
-            self.console.print(line, highlight=False, soft_wrap=True)
+        announce(log, self.console, line)
 
 
 async def start_server(config: PipelineConfig | Pipeline, host: str = "127.0.0.1",

@@ -46,8 +46,6 @@ played broadcast an ``Interrupt`` to the graph, as a barge-in would.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,7 +54,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from cascade.audio import FRAME_SECONDS, split_frames
+from cascade.audio import split_frames
 from cascade.clock import RealClock
 from cascade.conversation import Pipeline
 from cascade.frames import (
@@ -75,6 +73,7 @@ from cascade.frames import (
     UserAudio,
 )
 from cascade.playout import Playout
+from cascade.servers.connection import FrameCutter, Outbox
 from cascade.servers.realtime_protocol import (
     MIN_COMMIT_SECONDS,
     WIRE_RATE,
@@ -111,7 +110,7 @@ class RealtimeSession:
                  model: str = "", reply_timeout: float = 10.0, lead: float = 0.2,
                  traces: Iterable[TraceSink] = ()) -> None:
         self.settings = SessionState(model=model or pipeline.config.name)
-        self._send = send
+        self._outbox = Outbox(send, log, f"session {self.settings.id}")
         self.clock = RealClock()
         self.replies = Replies(self._emit, self.clock, self.settings, reply_timeout)
         self.conversation = pipeline.conversation(
@@ -123,10 +122,8 @@ class RealtimeSession:
         if isinstance(playout, Playout):
             playout.lead = lead  # a little audio ahead: the client's jitter buffer
         self._tail = _vad_silence(pipeline) + 0.3
-        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
         self._input = Resampler(WIRE_RATE, self.rate)
-        self._held: PCM = np.zeros(0, np.int16)
+        self._frames = FrameCutter(self.rate)
         self._media_origin: float | None = None
         self._media_end: float | None = None
         self._pending: list[PCM] = []
@@ -138,28 +135,20 @@ class RealtimeSession:
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        self._writer = asyncio.create_task(self._write())
+        self._outbox.start()
         self._emit("session.created", session=self.settings.wire())
         await self.conversation.start()
 
     async def close(self) -> None:
         self.replies.stop()
         await self.conversation.stop()
-        self._outbox.put_nowait(None)
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer
-
-    async def _write(self) -> None:
-        while (event := await self._outbox.get()) is not None:
-            try:
-                await self._send(json.dumps(event))
-            except Exception as exc:  # the connection is gone: nothing more to say
-                log.info("session %s: stopped sending (%s)", self.settings.id, exc)
-                return
+        await self._outbox.close()
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        self._outbox.put_nowait(server_event(kind, **fields))
+        self._put(server_event(kind, **fields))
+
+    def _put(self, event: dict[str, Any]) -> None:
+        self._outbox.put(json.dumps(event))
 
     # --- client events ----------------------------------------------------------------
 
@@ -169,14 +158,14 @@ class RealtimeSession:
             event = parse_client_event(raw)
             await self._dispatch(event)
         except RealtimeProtocolError as exc:
-            self._outbox.put_nowait(error_event(exc))
+            self._put(error_event(exc))
         except Exception as exc:  # a bug here must not hang up on the caller
             log.exception("session %s: failed on a client event", self.settings.id)
             self.report(exc)
 
     def report(self, exc: Exception) -> None:
         """Tell the client about a failure on the server's side."""
-        self._outbox.put_nowait(error_event(RealtimeProtocolError(
+        self._put(error_event(RealtimeProtocolError(
             f"{type(exc).__name__}: {exc}", code="server_error", kind="server_error")))
 
     async def _dispatch(self, event: ClientEvent) -> None:
@@ -228,14 +217,10 @@ class RealtimeSession:
 
     async def _feed_live(self, pcm: PCM) -> None:
         """Stream caller audio into the graph in 20 ms frames stamped by arrival."""
-        held = np.concatenate([self._held, pcm]) if len(self._held) else pcm
-        size = int(self.rate * FRAME_SECONDS)
-        whole = len(held) - len(held) % size
-        for start in range(0, whole, size):
+        for pcm_frame in self._frames.cut(pcm):
             now = self.clock.now()
             at = now if self._media_end is None else max(self._media_end, now - MAX_MEDIA_LAG)
-            await self.conversation.send(self._frame(held[start : start + size], at))
-        self._held = held[whole:]
+            await self.conversation.send(self._frame(pcm_frame, at))
 
     def _frame(self, pcm: PCM, at: float) -> UserAudio:
         if self._media_origin is None:
@@ -368,7 +353,7 @@ class RealtimeSession:
                 if not reply.speaking:
                     self.replies.close(reply, "cancelled")
         elif isinstance(frame, ErrorFrame):
-            self._outbox.put_nowait(error_event(RealtimeProtocolError(
+            self._put(error_event(RealtimeProtocolError(
                 f"stage '{frame.stage}' failed: {frame.message}", code="pipeline_error",
                 kind="server_error")))
             reply = self.replies.current
