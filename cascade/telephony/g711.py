@@ -86,12 +86,12 @@ _DECODE = {"PCMU": ULAW_DECODE, "PCMA": ALAW_DECODE}
 def encode(pcm: PCM, codec: Codec = "PCMU") -> bytes:
     """PCM16 samples (already at 8 kHz) -> G.711 bytes, one per sample."""
     pattern = np.ascontiguousarray(pcm, dtype=np.int16).view(np.uint16)
-    return _ENCODE[codec][pattern].tobytes()
+    return _ENCODE[codec].take(pattern).tobytes()  # take: faster than fancy indexing
 
 
 def decode(payload: bytes, codec: Codec = "PCMU") -> PCM:
     """G.711 bytes -> PCM16 samples at 8 kHz."""
-    decoded: PCM = _DECODE[codec][np.frombuffer(payload, np.uint8)]
+    decoded: PCM = _DECODE[codec].take(np.frombuffer(payload, np.uint8))
     return decoded
 
 

@@ -100,7 +100,7 @@ class RtpSender:
     """Stamps outgoing packets: random SSRC and starting numbers, 160 samples apart."""
 
     def __init__(self, payload_type: int, samples: int = 160) -> None:
-        self.payload_type = payload_type
+        self.payload_type = payload_type & 0x7F
         self.samples = samples
         self.ssrc = random.getrandbits(32)
         self.sequence = random.getrandbits(16)
@@ -111,11 +111,11 @@ class RtpSender:
         """The next packet; the marker bit opens each talk spurt."""
         marker = speech and not self.talking
         self.talking = speech
-        packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc,
-                           payload, marker)
+        header = _HEADER.pack(0x80, (0x80 if marker else 0) | self.payload_type,
+                              self.sequence, self.timestamp, self.ssrc)
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.timestamp = (self.timestamp + self.samples) & 0xFFFFFFFF
-        return packet.encode()
+        return header + payload
 
 
 class MediaSocket(asyncio.DatagramProtocol):

@@ -118,11 +118,12 @@ class TwilioSink:
         self._frames = 0
         self._next_mark = 0
         self._sent = metrics.media.labels("out", "sent")
+        self._media = tp.media_messages(stream_sid)
 
     def play(self, frame: AgentAudio, at: float) -> None:
         pcm = self.line.agent_line(frame.pcm, frame.sample_rate)
         if len(pcm):
-            self.outbox.put(tp.media_message(self.stream_sid, self.line.encode(pcm)))
+            self.outbox.put(self._media(self.line.encode(pcm)))
             self._sent.inc()
         self._frames += 1
         if frame.clause_end or frame.reply_end or self._frames % self.mark_every == 0:

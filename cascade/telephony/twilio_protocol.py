@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,10 +148,14 @@ def parse(text: str | bytes) -> Message:
     return Unknown(event)
 
 
-def media_message(stream_sid: str, payload: bytes) -> str:
-    encoded = base64.b64encode(payload).decode("ascii")
-    return ('{"event":"media","streamSid":' + json.dumps(stream_sid)
-            + ',"media":{"payload":"' + encoded + '"}}')
+def media_messages(stream_sid: str) -> Callable[[bytes], str]:
+    """Builds one stream's ``media`` messages; the part naming the stream is encoded once."""
+    head = '{"event":"media","streamSid":' + json.dumps(stream_sid) + ',"media":{"payload":"'
+
+    def message(payload: bytes) -> str:
+        return head + base64.b64encode(payload).decode("ascii") + '"}}'
+
+    return message
 
 
 def mark_message(stream_sid: str, name: str) -> str:
