@@ -11,17 +11,14 @@ thread), so a barge-in stops it at the next sentence.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import json
-import threading
-import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field
 
+from cascade.adapters.torch_model import TurnTakingModel, torch_device
 from cascade.audio import to_pcm16
 from cascade.errors import ConfigError, MissingDependency
 from cascade.frames import PCM
@@ -154,8 +152,8 @@ def _missing_runtime() -> list[str]:
 
 
 @dataclass
-class SharedModel:
-    """A loaded Coqui synthesizer and the lock that makes its users take turns."""
+class SharedModel(TurnTakingModel):
+    """A loaded Coqui synthesizer, which its users take turns on."""
 
     synthesizer: Any
     rate: int
@@ -165,14 +163,6 @@ class SharedModel:
     """The model's own duration scale, for models that speak slower or faster through it."""
     takes_speed: bool
     """The model's ``inference`` has a ``speed`` argument (XTTS)."""
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
-        default_factory=weakref.WeakKeyDictionary)
-
-    def turn(self) -> asyncio.Lock:
-        """The running event loop's queue for the model: conversations wait their turn on
-        the loop, so no worker thread of the loop's executor sits parked on ``lock``."""
-        return self.turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
     @property
     def model(self) -> Any:
@@ -233,17 +223,6 @@ def load_model(config: str, checkpoint: str, device: str, threads: int) -> Share
     )
 
 
-def _device(option: str) -> str:
-    import torch
-
-    if option == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if option == "cuda" and not torch.cuda.is_available():
-        raise _fail(f"option 'device' is cuda, but PyTorch {torch.__version__} sees no CUDA GPU "
-                    "here; set device to cpu or auto")
-    return option
-
-
 def _listed(names: list[str]) -> str:
     return ", ".join(names[:12]) + (f" (and {len(names) - 12} more)" if len(names) > 12 else "")
 
@@ -297,8 +276,8 @@ class CoquiTTS(TTSStage):
     @classmethod
     def _load(cls, options: CoquiOptions) -> SharedModel:
         files = model_files(options)
-        shared = load_model(str(files.config), str(files.checkpoint), _device(options.device),
-                            options.threads)
+        device = torch_device(options.device, f"adapter '{NAME}'")
+        shared = load_model(str(files.config), str(files.checkpoint), device, options.threads)
         check_voice(shared, options)
         return shared
 

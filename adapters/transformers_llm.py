@@ -17,20 +17,19 @@ caller's next line.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import importlib.util
 import threading
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
 from cascade.adapters import bundled
+from cascade.adapters.torch_model import TurnTakingModel, torch_device
 from cascade.errors import ConfigError, MissingDependency
 from cascade.registry import Capabilities, missing_file
 from cascade.stages.llm import LLMOptions, LLMStage, Message, stream_from_thread
@@ -121,31 +120,12 @@ def check_source(src: Source) -> None:
 
 
 @dataclass
-class SharedModel:
-    """One loaded model, its tokenizer, and the lock that lets one reply run at a time."""
+class SharedModel(TurnTakingModel):
+    """One loaded model and its tokenizer, on which one reply runs at a time."""
 
     model: Any
     tokenizer: Any
     device: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
-        default_factory=weakref.WeakKeyDictionary)
-
-    def turn(self) -> asyncio.Lock:
-        """The running event loop's queue for the model: conversations wait their turn on
-        the loop, so no worker thread of the loop's executor sits parked on ``lock``."""
-        return self.turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-
-
-def _device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"adapter '{NAME}': option 'device' is cuda, but torch "
-                          f"{torch.__version__} sees no CUDA device; use device: cpu (or auto)")
-    return device
 
 
 @functools.cache  # unbounded: an evicted model would load again beside the first
@@ -155,7 +135,7 @@ def load_model(src: Source, device: str, dtype: str, threads: int) -> SharedMode
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
-    place = _device(device)
+    place = torch_device(device, f"adapter '{NAME}'")
     if dtype == "auto":
         dtype = "float16" if place == "cuda" else "float32"
     # transformers 5 renamed torch_dtype to dtype (4.56 took both)

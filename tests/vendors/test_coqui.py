@@ -8,7 +8,6 @@ import asyncio
 import importlib.util
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from cascade.conversation import Pipeline
 from cascade.errors import ConfigError, MissingDependency
 from cascade.frames import PCM, AgentAudio, Interrupt, LLMText
 from tests.adapters.harness import CONVERSATION, Collector, Run, build, drive
+from tests.vendors.executor import run_leaving_executor_free
 from tests.vendors.tiny_vits import FRAMES_PER_TOKEN, HOP, RATE, build_tiny_vits
 
 
@@ -232,21 +232,9 @@ def test_conversations_waiting_for_the_model_leave_the_executor_free(voice: Path
     async def speak(stage: CoquiTTS) -> int:
         return len([chunk async for chunk in stage.synthesize("Go on.")])
 
-    async def main() -> str:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
-        calls = [asyncio.create_task(speak(stage)) for stage in stages]
-        try:
-            while not entered.is_set():
-                await asyncio.sleep(0.005)
-            # the other two wait for the model without taking the pool's second thread,
-            # so other blocking work (a conversation's ASR, the LLM) still runs
-            return await asyncio.wait_for(clock.run_blocking(lambda: "free"), 5)
-        finally:
-            release.set()
-            assert await asyncio.gather(*calls) == [1, 1, 1]
-
     try:
-        assert clock.run(main()) == "free"
+        calls = [speak(stage) for stage in stages]
+        assert run_leaving_executor_free(clock, calls, entered, release) == [1, 1, 1]
     finally:
         hook.remove()
         release.set()

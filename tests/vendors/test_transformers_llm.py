@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from cascade.errors import ConfigError, MissingDependency
 from cascade.frames import EndOfTurn, Interrupt, LLMReply, LLMText
 from cascade.stages.llm import Message
 from tests.adapters.harness import CONVERSATION, Collector, Run, build, drive
+from tests.vendors.executor import run_leaving_executor_free
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("transformers", "torch", "gguf"))
@@ -312,20 +312,7 @@ def test_conversations_waiting_for_the_model_leave_the_executor_free(
     async def reply(stage: TransformersLLM) -> str:
         return "".join([piece async for piece in stage.stream(messages)])
 
-    async def main() -> str:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
-        calls = [asyncio.create_task(reply(stage)) for stage in stages]
-        try:
-            while not entered.is_set():
-                await asyncio.sleep(0.005)
-            # the other two wait for the model without taking the pool's second thread,
-            # so other blocking work (a conversation's ASR, TTS) still runs
-            return await asyncio.wait_for(clock.run_blocking(lambda: "free"), 5)
-        finally:
-            release.set()
-            await asyncio.gather(*calls)
-
-    assert clock.run(main()) == "free"
+    run_leaving_executor_free(clock, [reply(stage) for stage in stages], entered, release)
     assert stages[0].shared.lock.acquire(blocking=False)
     stages[0].shared.lock.release()
 
