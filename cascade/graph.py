@@ -47,7 +47,8 @@ class _Runner:
         self.task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
         self._routes: dict[type[Frame], list[_Runner]] = {}
-        self._inputs: tuple[type[Frame], ...] | None = None
+        self.inputs: tuple[type[Frame], ...] = (EndOfStream, *stage.accepts)
+        """What this stage takes from outside the graph: what it accepts, and EndOfStream."""
 
     def routes(self, kind: type[Frame]) -> list[_Runner]:
         found = self._routes.get(kind)
@@ -68,14 +69,6 @@ class _Runner:
             return
         for runner in self.routes(type(frame)):
             await runner.inbox.put(frame)
-
-    @property
-    def inputs(self) -> tuple[type[Frame], ...]:
-        """What this stage takes from outside the graph: what it accepts, and EndOfStream."""
-        found = self._inputs
-        if found is None:
-            found = self._inputs = (EndOfStream, *self.stage.accepts)
-        return found
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._work(None), name=f"stage:{self.name}")
@@ -186,7 +179,6 @@ class Graph:
         _check_acyclic(self._runners)
         for name, runner in self._runners.items():
             runner.stage.bind(name, ctx, runner.emit)
-        self._started = False
 
     @property
     def stages(self) -> dict[str, Stage]:
@@ -200,7 +192,6 @@ class Graph:
             await runner.stage.start()
         for runner in self._runners.values():
             runner.start()
-        self._started = True
 
     async def send(self, frame: Frame) -> None:
         """Feed an input frame to every entry stage that accepts it (waits when full)."""

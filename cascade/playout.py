@@ -100,10 +100,13 @@ class Playout(Stage):
         self._clause_received = max(self._clause_audio, frame.clause_seconds)
         start = max(self._cursor, now)
         self.sink.play(frame, start)
-        if self.ctx.playback is not None and frame.sample_rate == self.ctx.sample_rate:
-            self.ctx.playback.write(frame.pcm, start)
+        playback = self.ctx.playback
+        if playback is not None and frame.sample_rate == self.ctx.sample_rate:
+            playback.write(frame.pcm, start)
         self._cursor = start + duration
-        await clock.sleep_until(self._cursor - self.lead)
+        due = self._cursor - self.lead
+        if due > now:  # behind already (or a lead covers it): no sleep, no task switch
+            await clock.sleep_until(due)
         self._clause_closed = frame.clause_end
         if frame.reply_end:
             await self._stopped(interrupted=False)
