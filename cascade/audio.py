@@ -105,6 +105,26 @@ def split_frames(pcm: PCM, rate: int, seconds: float = FRAME_SECONDS) -> Iterato
         yield chunk
 
 
+class FrameCutter:
+    """Cuts audio arriving in chunks of any length into whole frames (20 ms by default)."""
+
+    def __init__(self, rate: int, seconds: float = FRAME_SECONDS) -> None:
+        self.size = int(rate * seconds)
+        self._held: PCM = np.zeros(0, np.int16)
+
+    def cut(self, pcm: PCM) -> list[PCM]:
+        """The whole frames now available; the remainder waits for the next chunk."""
+        held = np.concatenate([self._held, pcm]) if len(self._held) else pcm
+        whole = len(held) - len(held) % self.size
+        self._held = held[whole:]
+        return [held[start : start + self.size] for start in range(0, whole, self.size)]
+
+    def rest(self) -> PCM:
+        """What is held back (less than a frame), handed over and forgotten."""
+        held, self._held = self._held, np.zeros(0, np.int16)
+        return held
+
+
 def write_audio(path: str | Path, pcm: npt.NDArray[np.int16], rate: int) -> None:
     """Write PCM16 (mono, or (n, channels)) to a file; format from the suffix."""
     sf.write(str(path), pcm, rate, subtype="PCM_16")

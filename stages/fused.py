@@ -28,10 +28,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.audio import FRAME_SECONDS, resample
+from cascade.audio import FrameCutter, resample
 from cascade.frames import (
     PCM,
     AgentAudio,
@@ -146,13 +145,14 @@ class FusedStage(Adapter):
         self._input_origin: float | None = None
         self._agent_speaking = False
         self._agent_started = 0.0
-        self._held = np.zeros(0, np.int16)
+        self._frames = FrameCutter(16000)  # sized for the pipeline rate in start()
 
     async def open_session(self) -> FusedSession:
         """Connect to the model for this conversation (vendor)."""
         raise NotImplementedError
 
     async def start(self) -> None:
+        self._frames = FrameCutter(self.ctx.sample_rate)
         self.session = await self.open_session()
         self._reader = asyncio.create_task(self._read_events())
 
@@ -249,13 +249,8 @@ class FusedStage(Adapter):
             if span is not None:
                 self.ctx.tracer.record("tts", self.name, turn, span.start, self.now(),
                                        ttfb=round(self.now() - span.start, 4), fused=True)
-        pcm = resample(chunk.pcm, chunk.sample_rate, rate)
-        held = np.concatenate([self._held, pcm]) if len(self._held) else pcm
-        size = int(rate * FRAME_SECONDS)
-        whole = len(held) - len(held) % size
-        for start in range(0, whole, size):
-            await self._send(turn, held[start : start + size])
-        self._held = held[whole:]
+        for frame in self._frames.cut(resample(chunk.pcm, chunk.sample_rate, rate)):
+            await self._send(turn, frame)
 
     def _first_output(self) -> None:
         if self._ttft is None and self._reply_span is not None:
@@ -272,9 +267,9 @@ class FusedStage(Adapter):
         if turn is None:
             return
         text = "".join(self._reply_text).strip()
+        tail = self._frames.rest()
         if not cancelled:
-            await self._send(turn, self._held, reply_end=True)
-        self._held = np.zeros(0, np.int16)
+            await self._send(turn, tail, reply_end=True)
         span, self._reply_span = self._reply_span, None
         if span is not None:
             ttft = None if self._ttft is None else round(self._ttft, 4)
@@ -293,5 +288,5 @@ class FusedStage(Adapter):
             self._agent_speaking = False
         elif isinstance(frame, Interrupt) and self.session is not None:
             played = max(0.0, frame.time - self._agent_started) if self._agent_speaking else 0.0
-            self._held = np.zeros(0, np.int16)
+            self._frames.rest()  # a cut reply's tail is never played
             await self.session.cancel(played)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.audio import FRAME_SECONDS, resample
+from cascade.audio import FrameCutter, resample
 from cascade.frames import PCM, AgentAudio, Frame, LLMText
 from cascade.registry import Adapter
 
@@ -44,7 +44,6 @@ class TTSStage(Adapter):
         assert isinstance(frame, LLMText)
         ctx = self.ctx
         rate = ctx.sample_rate
-        size = int(rate * FRAME_SECONDS)
         text = frame.text.strip()
         chunks: list[PCM] = []
         known = 0.0
@@ -52,19 +51,16 @@ class TTSStage(Adapter):
             span = ctx.tracer.begin("tts", self.name, frame.turn)
             ttfb: float | None = None
             produced = span.start
-            held = np.zeros(0, np.int16)
+            frames = FrameCutter(rate)
             async for pcm, source_rate in self.synthesize(text):
                 produced = self.now()
                 if ttfb is None:
                     ttfb = produced - span.start
                 pcm = resample(pcm, source_rate, rate)
                 known += len(pcm) / rate
-                held = np.concatenate([held, pcm]) if len(held) else pcm
-                whole = len(held) - len(held) % size
-                for start in range(0, whole, size):
-                    await self._send(frame, held[start : start + size], rate, known)
-                held = held[whole:]
-            if len(held):
+                for chunk in frames.cut(pcm):
+                    await self._send(frame, chunk, rate, known)
+            if len(held := frames.rest()):
                 chunks.append(held)
             span.end(produced, text=text, ttfb=None if ttfb is None else round(ttfb, 4))
         tail = chunks[0] if chunks else np.zeros(0, np.int16)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import soxr
 
-from cascade.audio import FRAME_SECONDS
+from cascade.audio import FRAME_SECONDS, FrameCutter
 from cascade.clock import Clock
 from cascade.errors import CascadeError, MissingDependency
 from cascade.frames import PCM, AgentAudio
@@ -199,8 +199,7 @@ class Microphone:
         self._stream: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resampler: Any = None
-        self._held: PCM = np.zeros(0, np.int16)
-        self._size = int(rate * FRAME_SECONDS)
+        self._frames = FrameCutter(rate)
 
     def start(self) -> None:
         """Open and start the input stream (on the running event loop's thread)."""
@@ -223,12 +222,8 @@ class Microphone:
                 loop.call_soon_threadsafe(self._arrived, block)
 
     def _arrived(self, block: PCM) -> None:
-        pcm: PCM = self._resampler.resample_chunk(block)
-        held = np.concatenate([self._held, pcm]) if len(self._held) else pcm
-        whole = len(held) - len(held) % self._size
-        for start in range(0, whole, self._size):
-            self.deliver(held[start : start + self._size])
-        self._held = held[whole:]
+        for frame in self._frames.cut(self._resampler.resample_chunk(block)):
+            self.deliver(frame)
 
     def stop(self) -> None:
         self._loop = None

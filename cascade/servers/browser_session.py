@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import soxr
 
+from cascade.audio import FrameCutter
 from cascade.clock import RealClock
 from cascade.conversation import Pipeline
 from cascade.frames import (
@@ -49,7 +50,7 @@ from cascade.frames import (
 )
 from cascade.metrics import turn_metrics
 from cascade.playout import Playout
-from cascade.servers.connection import FrameCutter, Outbox
+from cascade.servers.connection import Outbox
 from cascade.tracing import Span, TraceSink
 
 log = logging.getLogger("cascade.browser")

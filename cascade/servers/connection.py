@@ -13,10 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-import numpy as np
-
-from cascade.audio import FRAME_SECONDS
-from cascade.frames import PCM
 from cascade.metrics import turn_metrics
 from cascade.tracing import Span
 
@@ -61,21 +57,6 @@ class Outbox(Generic[M]):
             except Exception as exc:  # the client went away: nothing more to say
                 self._log.info("%s: stopped sending (%s)", self._name, exc)
                 return
-
-
-class FrameCutter:
-    """Cuts audio arriving in chunks of any length into whole frames (20 ms by default)."""
-
-    def __init__(self, rate: int, seconds: float = FRAME_SECONDS) -> None:
-        self.size = int(rate * seconds)
-        self._held: PCM = np.zeros(0, np.int16)
-
-    def cut(self, pcm: PCM) -> list[PCM]:
-        """The whole frames now available; the remainder waits for the next chunk."""
-        held = np.concatenate([self._held, pcm]) if len(self._held) else pcm
-        whole = len(held) - len(held) % self.size
-        self._held = held[whole:]
-        return [held[start : start + self.size] for start in range(0, whole, self.size)]
 
 
 def closing_line(what: str, spans: Iterable[Span], dropped: int = 0) -> str:

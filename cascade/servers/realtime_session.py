@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from cascade.audio import split_frames
+from cascade.audio import FrameCutter, split_frames
 from cascade.clock import RealClock
 from cascade.conversation import Pipeline
 from cascade.frames import (
@@ -73,7 +73,7 @@ from cascade.frames import (
     UserAudio,
 )
 from cascade.playout import Playout
-from cascade.servers.connection import FrameCutter, Outbox
+from cascade.servers.connection import Outbox
 from cascade.servers.realtime_protocol import (
     MIN_COMMIT_SECONDS,
     WIRE_RATE,
