@@ -142,7 +142,11 @@ def test_virtual_runs_are_identical() -> None:
         clock.run(main())
         return out
 
-    assert once() == once()
+    first = once()
+    assert first == once()
+    expected = sorted((n, round(0.1 * n * k, 9)) for n in (3, 1, 2) for k in (1, 2, 3))
+    assert sorted(first) == expected  # every wake-up at its own virtual time
+    assert [t for _, t in first] == sorted(t for _, t in first)  # and in time order
 
 
 def test_real_clock_now_increases_from_zero() -> None:
@@ -161,11 +165,13 @@ def test_real_clock_now_increases_from_zero() -> None:
 def test_real_clock_runs_a_coroutine() -> None:
     clock = RealClock()
 
-    async def main() -> float:
-        await clock.sleep(0.0)
-        return clock.now()
+    async def main() -> tuple[float, float]:
+        before = clock.now()
+        await clock.sleep(0.01)
+        return before, clock.now()
 
-    assert clock.run(main()) >= 0.0
+    before, after = clock.run(main())
+    assert after - before >= 0.01  # real time passed while it slept
 
 
 @pytest.mark.parametrize("make_clock", [VirtualClock, RealClock])
