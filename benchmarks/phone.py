@@ -13,7 +13,8 @@ For each N: set up N calls, warm up, then measure for ``--seconds``:
 * inbound frames dropped (pipeline full) and concealed/late (jitter buffer);
 * outbound: agent packets the callers got, and gaps (an agent packet that was
   silence or arrived more than 60 ms after the previous one);
-* media clock: how late the server's 20 ms tick woke up, at worst (SIP).
+* media clock: how late the server's 20 ms tick woke up, at worst (SIP);
+* the longest garbage-collector pause in the server (a pause stalls every call).
 
 A size "keeps up" when no frame was dropped, concealed or late, no outbound gap
 occurred, and the server used less than its core. The goal is >= 100 calls per
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import multiprocessing
 import os
@@ -106,6 +108,21 @@ def serve(transport: str, rate: int, conn: Connection) -> None:
     asyncio.run(_serve(transport, rate, conn))
 
 
+class GcPauses:
+    """The longest pause of Python's cyclic garbage collector since the last reset."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.worst = max(self.worst, time.perf_counter() - self._began)
+
+
 async def _serve(transport: str, rate: int, conn: Connection) -> None:
     from cascade.telephony.sip_call import MediaSettings
     from cascade.telephony.sip_server import SipServer, SipSettings
@@ -130,6 +147,7 @@ async def _serve(transport: str, rate: int, conn: Connection) -> None:
                                                ws_per_message_deflate=False))
         serving = loop.create_task(server.serve(sockets=[sock]))
         metrics, port = endpoint.metrics, sock.getsockname()[1]
+    pauses = GcPauses()
     conn.send(port)
     while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
         def value(name: str, **labels: str) -> float:
@@ -142,8 +160,10 @@ async def _serve(transport: str, rate: int, conn: Connection) -> None:
                               fate="accepted"),
             "dropped": value("cascade_phone_media_frames_total", direction="in",
                              fate="dropped"),
-            "concealed": 0, "late": 0, "tick_lag": 0.0,
+            "concealed": 0, "late": 0, "tick_lag": 0.0, "gc_pause": pauses.worst,
         }
+        if command == "reset":
+            pauses.worst = 0.0
         if transport == "sip":
             calls = [d.call for d in sip.dialogs.values() if d.call is not None]
             snapshot["concealed"] = sum(c.jitter.stats.concealed for c in calls)
@@ -384,6 +404,7 @@ async def run_point(transport: str, port: int, conn: Connection, n: int, seconds
         "sent": feeder.sent, "caller_lag_ms": feeder.worst_lag * 1000,
         "in_frames": frames_in, "in_bad": bad_in, "out_heard": heard / expected,
         "out_gaps": gaps, "tick_lag_ms": after["tick_lag"] * 1000,
+        "gc_ms": after["gc_pause"] * 1000,
         "ok": (bad_in == 0 and gaps == 0 and frames_in >= 0.98 * feeder.sent
                and heard >= 0.98 * expected and cpu < 0.95),
     }
@@ -407,7 +428,7 @@ async def ladder(transport: str, conn: Connection, port: int, sizes: Sequence[in
 
 HEADER = (f"{'transport':<9} {'calls':>5} {'server CPU':>10} {'calls/core':>10} "
           f"{'us/frame':>8} {'sent':>6} {'in frames':>9} {'in bad':>6} {'out heard':>9} "
-          f"{'out gaps':>8} {'tick lag':>8} {'caller lag':>10} {'caller CPU':>10} "
+          f"{'out gaps':>8} {'tick lag':>8} {'GC pause':>8} {'caller lag':>10} {'caller CPU':>10} "
           f"{'others':>6}  kept up")
 
 
@@ -415,7 +436,8 @@ def row(p: dict[str, Any]) -> str:
     return (f"{p['transport']:<9} {p['n']:>5} {p['cpu']:>9.0%} {p['per_core']:>10.0f} "
             f"{p['cpu_per_call_frame_us']:>8.0f} {p['sent']:>6} {p['in_frames']:>9.0f} "
             f"{p['in_bad']:>6.0f} {p['out_heard']:>9.1%} {p['out_gaps']:>8} "
-            f"{p['tick_lag_ms']:>6.1f}ms {p['caller_lag_ms']:>8.1f}ms {p['caller_cpu']:>9.0%} "
+            f"{p['tick_lag_ms']:>6.1f}ms {p['gc_ms']:>6.1f}ms {p['caller_lag_ms']:>8.1f}ms "
+            f"{p['caller_cpu']:>9.0%} "
             f"{p['others']:>6.0%}  {'yes' if p['ok'] else 'NO'}")
 
 

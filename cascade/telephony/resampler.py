@@ -7,10 +7,18 @@ When the pipeline rate is a whole multiple of 8 kHz (16, 24, 32, 48 kHz) a
 windowed-sinc FIR does it sample-exact: each chunk of N samples in gives
 exactly N*L or N/L out, with the filter state carried across chunks. Other rates
 fall back to soxr's streaming resampler.
+
+For the chunk sizes a call actually moves, the filter runs as one matrix
+product (history + chunk) @ M, where M is the filter's response to each input
+sample, built once per process. ``process_batch`` stacks many calls' chunks
+into one such product, so a server pays one numpy call per tick instead of
+several per call; the result is the same as chunk-by-chunk ``process``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import cache
 from typing import Protocol
 
 import numpy as np
@@ -20,6 +28,9 @@ import soxr
 from cascade.frames import PCM
 
 LINE_RATE = 8000
+TAPS_PER_PHASE = 24
+MATRIX_LIMIT = 1024
+"""Chunks longer than this (input samples) are filtered by convolution, not a matrix."""
 _F32 = npt.NDArray[np.float32]
 
 
@@ -29,7 +40,7 @@ class Resampler(Protocol):
     def reset(self) -> None: ...
 
 
-def lowpass(factor: int, taps_per_phase: int = 24) -> _F32:
+def lowpass(factor: int, taps_per_phase: int = TAPS_PER_PHASE) -> _F32:
     """A Blackman-windowed sinc cutting at 0.9 x the lower rate's Nyquist (unity DC gain)."""
     length = taps_per_phase * factor + 1
     middle = (length - 1) / 2
@@ -47,68 +58,145 @@ def _to_pcm(samples: _F32) -> PCM:
     return samples.astype(np.int16)
 
 
-class _FIR:
-    """A streaming FIR: keeps the last ``len(taps) - 1`` inputs between chunks."""
+class _FIRResampler:
+    """Shared by both directions: input history, the filter, and its matrices."""
 
-    def __init__(self, taps: _F32) -> None:
-        self.taps = taps
-        self._keep = len(taps) - 1
-        self._signal = np.zeros(self._keep, np.float32)
+    factor: int
+    history: _F32
+    """The last inputs, which the next chunk's first outputs still depend on."""
 
-    def filter(self, samples: PCM | _F32) -> _F32:
-        """Filtered output, one sample per input sample."""
-        keep = self._keep
-        signal = self._signal
-        if len(signal) != keep + len(samples):
-            signal = np.zeros(keep + len(samples), np.float32)
-            signal[:keep] = self._signal[-keep:] if keep else signal[:0]
-            self._signal = signal
-        else:
-            signal[:keep] = signal[len(samples) :]
-        signal[keep:] = samples
-        filtered: _F32 = np.convolve(signal, self.taps, mode="valid")
-        return filtered
+    def __init__(self, factor: int, history: int) -> None:
+        self.factor = factor
+        self.history = np.zeros(history, np.float32)
+
+    def _signal(self, pcm: PCM) -> _F32:
+        keep = len(self.history)
+        signal = np.empty(keep + len(pcm), np.float32)
+        signal[:keep] = self.history
+        signal[keep:] = pcm
+        self.history[:] = signal[len(signal) - keep :]
+        return signal
+
+    def batchable(self, n: int) -> bool:
+        """Whether an n-sample chunk can go through ``matrix(n)`` (``process_batch``)."""
+        raise NotImplementedError
+
+    def matrix(self, n: int) -> _F32:
+        """The (history + n) x outputs matrix that filters an n-sample chunk."""
+        raise NotImplementedError
 
     def reset(self) -> None:
-        self._signal[:] = 0.0
+        self.history[:] = 0.0
 
 
-class Decimator:
+class Decimator(_FIRResampler):
     """Rate / factor: low-pass, then keep every ``factor``-th sample."""
 
     def __init__(self, factor: int) -> None:
-        self.factor = factor
-        self._fir = _FIR(lowpass(factor))
+        super().__init__(factor, TAPS_PER_PHASE * factor)
+        self._taps = lowpass(factor)
         self._phase = 0
 
     def process(self, pcm: PCM) -> PCM:
-        if not len(pcm):
+        """One chunk alone: a convolution (most of a decimation matrix is zeros)."""
+        n = len(pcm)
+        if not n:
             return pcm
-        kept = self._fir.filter(pcm)[self._phase :: self.factor]
-        self._phase = (self._phase - len(pcm)) % self.factor
+        signal = self._signal(pcm)
+        kept = np.convolve(signal, self._taps, mode="valid")[self._phase :: self.factor]
+        self._phase = (self._phase - n) % self.factor
         return _to_pcm(np.ascontiguousarray(kept))
 
+    def batchable(self, n: int) -> bool:
+        return not self._phase and not n % self.factor and 0 < n <= MATRIX_LIMIT
+
+    def matrix(self, n: int) -> _F32:
+        return _decimation_matrix(self.factor, n)
+
     def reset(self) -> None:
-        self._fir.reset()
+        super().reset()
         self._phase = 0
 
 
-class Interpolator:
+class Interpolator(_FIRResampler):
     """Rate x factor: insert zeros, then low-pass (gain ``factor`` keeps the level)."""
 
     def __init__(self, factor: int) -> None:
-        self.factor = factor
-        self._fir = _FIR(lowpass(factor) * factor)
+        super().__init__(factor, TAPS_PER_PHASE)
+        self._taps = lowpass(factor) * factor
 
     def process(self, pcm: PCM) -> PCM:
-        if not len(pcm):
+        n = len(pcm)
+        if not n:
             return pcm
-        stuffed = np.zeros(len(pcm) * self.factor, np.float32)
-        stuffed[:: self.factor] = pcm
-        return _to_pcm(self._fir.filter(stuffed))
+        signal = self._signal(pcm)
+        if n <= MATRIX_LIMIT:
+            return _to_pcm(signal @ _interpolation_matrix(self.factor, n))
+        stuffed = np.zeros(len(signal) * self.factor, np.float32)
+        stuffed[:: self.factor] = signal
+        return _to_pcm(np.convolve(stuffed, self._taps, mode="valid"))
 
-    def reset(self) -> None:
-        self._fir.reset()
+    def batchable(self, n: int) -> bool:
+        return 0 < n <= MATRIX_LIMIT
+
+    def matrix(self, n: int) -> _F32:
+        return _interpolation_matrix(self.factor, n)
+
+
+@cache
+def _decimation_matrix(factor: int, n: int) -> _F32:
+    taps = lowpass(factor)
+    keep = TAPS_PER_PHASE * factor
+    matrix = np.zeros((keep + n, n // factor), np.float32)
+    for out in range(n // factor):  # output j = taps reversed over inputs factor*j ...
+        matrix[factor * out : factor * out + len(taps), out] = taps[::-1]
+    return matrix
+
+
+@cache
+def _interpolation_matrix(factor: int, n: int) -> _F32:
+    taps = lowpass(factor) * factor
+    inputs = TAPS_PER_PHASE + n
+    matrix = np.zeros((inputs, factor * n), np.float32)
+    for row in range(inputs):  # each input sample's contribution, zero-stuffed then filtered
+        stuffed = np.zeros(inputs * factor, np.float32)
+        stuffed[row * factor] = 1.0
+        matrix[row] = np.convolve(stuffed, taps, mode="valid")
+    return matrix
+
+
+def process_batch(jobs: Sequence[tuple[Resampler, PCM]]) -> list[PCM]:
+    """``[r.process(pcm) for r, pcm in jobs]``, with same-shaped FIR work in one product.
+
+    Each resampler may appear once: its chunks depend on each other in order.
+    """
+    out: list[PCM] = []
+    groups: dict[tuple[type, int, int], list[tuple[int, _FIRResampler, PCM]]] = {}
+    seen: set[int] = set()
+    for index, (resampler, pcm) in enumerate(jobs):
+        if id(resampler) in seen:
+            raise ValueError("process_batch: a resampler appears twice; its chunks depend "
+                             "on each other, so batch them in separate calls, in order")
+        seen.add(id(resampler))
+        n = len(pcm)
+        if isinstance(resampler, _FIRResampler) and resampler.batchable(n):
+            key = (type(resampler), resampler.factor, n)
+            groups.setdefault(key, []).append((index, resampler, pcm))
+            out.append(pcm)  # replaced below
+        else:
+            out.append(resampler.process(pcm))
+    for (_, _, n), members in groups.items():
+        first = members[0][1]
+        keep = len(first.history)
+        signals = np.empty((len(members), keep + n), np.float32)
+        for row, (_, fir, chunk) in enumerate(members):
+            signals[row, :keep] = fir.history
+            signals[row, keep:] = chunk
+            fir.history[:] = signals[row, n:]
+        block = _to_pcm(signals @ first.matrix(n))
+        for row, (index, _, _) in enumerate(members):
+            out[index] = block[row].copy()  # a frame must not pin the whole block
+    return out
 
 
 class Passthrough:

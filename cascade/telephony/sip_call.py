@@ -6,7 +6,9 @@ silence), which is offered to the conversation (dropped, never queued without
 bound, when the pipeline is behind); and one packet of agent audio goes out
 (silence when the agent is quiet, so the far end's jitter buffer and any NAT
 binding stay alive). ``RtpSink`` is where ``Playout`` puts agent audio: a short
-FIFO the ticks drain at line rate; a barge-in empties it.
+FIFO the ticks drain at line rate; a barge-in empties it. ``tick_calls`` ticks
+every call of a server at once, so the resampling of all calls is one numpy
+product each way.
 
 RTP is accepted only from the caller's address (the SDP's or the SIGNALING
 source's IP). DTMF telephone-events become ``Event(name="dtmf")``. A caller
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +30,7 @@ from cascade.frames import PCM, AgentAudio
 from cascade.telephony import g711
 from cascade.telephony.calls import CallHook, CallSession, TraceFactory
 from cascade.telephony.jitter import JitterBuffer
-from cascade.telephony.line import FRAME_SAMPLES, PhoneLine
+from cascade.telephony.line import FRAME_SAMPLES, PhoneLine, agents_line, callers_pcm
 from cascade.telephony.rtp import DtmfReceiver, MediaSocket, RtpPacket, RtpSender
 from cascade.telephony.sdp import Negotiated
 from cascade.telephony.telemetry import PhoneMetrics
@@ -53,11 +55,19 @@ class MediaSettings:
 
 
 class RtpSink:
-    """Agent audio waiting to be packetised: 8 kHz samples, bounded."""
+    """Agent audio waiting to be packetised: 8 kHz samples, bounded.
+
+    Audio at the pipeline rate waits in ``pending`` until the next tick converts
+    it (``tick_calls`` converts every call's at once); ``take`` converts
+    whatever is still pending itself."""
+
+    PENDING_LIMIT = 50
+    """Chunks kept unconverted at most (no tick for a second: convert them here)."""
 
     def __init__(self, line: PhoneLine, limit_seconds: float = 5.0) -> None:
         self.line = line
         self.limit = int(limit_seconds * 8000)
+        self.pending: deque[PCM] = deque()
         self._chunks: deque[PCM] = deque()
         self._held = 0
         self._stalled = False
@@ -65,8 +75,21 @@ class RtpSink:
         self.dropped = 0
 
     def play(self, frame: AgentAudio, at: float) -> None:
-        pcm = self.line.agent_line(frame.pcm, frame.sample_rate)
         self._ending = frame.reply_end  # nothing follows: a short tail goes out padded
+        if frame.sample_rate == self.line.rate and len(self.pending) < self.PENDING_LIMIT:
+            if len(frame.pcm):
+                self.pending.append(frame.pcm)
+            return
+        self.convert()  # what is pending goes first, in order
+        self.store(self.line.agent_line(frame.pcm, frame.sample_rate))
+
+    def convert(self) -> None:
+        """Convert the pending pipeline-rate audio to line rate, one chunk at a time."""
+        while self.pending:
+            self.store(self.line.agent_line(self.pending.popleft(), self.line.rate))
+
+    def store(self, pcm: PCM) -> None:
+        """Queue line-rate (8 kHz) agent audio; beyond the limit the oldest is dropped."""
         if not len(pcm):
             return
         self._chunks.append(pcm)
@@ -76,6 +99,7 @@ class RtpSink:
             self._held -= len(self._chunks.popleft())
 
     def clear(self, at: float) -> None:
+        self.pending.clear()
         self._chunks.clear()
         self._held = 0
         self._ending = False
@@ -87,6 +111,8 @@ class RtpSink:
         A tail shorter than a packet waits one tick for more, then goes out padded;
         the end of a reply goes out padded at once.
         """
+        if self.pending:
+            self.convert()
         if self._held < n and (self._held == 0 or not (self._stalled or self._ending)):
             self._stalled = self._held > 0
             return None
@@ -200,16 +226,31 @@ class SipCall:
 
     # --- the 20 ms tick ----------------------------------------------------
 
+    @property
+    def live(self) -> bool:
+        """Answered and not ended: media moves on every tick."""
+        return self.conversation is not None and not self.ended
+
     def tick(self) -> None:
-        conversation = self.conversation
-        if conversation is None or self.ended:
+        """This call's tick on its own (``tick_calls`` does many calls together)."""
+        if not self.live:
             return
         frame = self.jitter.pop()
         if frame is not None:
-            if conversation.offer_audio(self.line.caller_pcm_8k(frame)):
-                self._accepted.inc()
-            else:
-                self._dropped.inc()
+            self.deliver(self.line.caller_pcm_8k(frame))
+        self.send_agent()
+
+    def deliver(self, pcm: PCM) -> None:
+        """Offer one frame of caller audio (pipeline rate) to the conversation."""
+        conversation = self.conversation
+        assert conversation is not None
+        if conversation.offer_audio(pcm):
+            self._accepted.inc()
+        else:
+            self._dropped.inc()
+
+    def send_agent(self) -> None:
+        """One packet out: agent audio, or silence; then check the caller is still there."""
         agent = self.sink.take()
         if agent is not None:
             self.socket.send(self.sender.packet(self.line.encode(agent)), self.remote)
@@ -231,6 +272,42 @@ class SipCall:
                             ("concealed", stats.concealed)):
             if value:
                 media.labels("in", fate).inc(value)
+
+
+def tick_calls(calls: Sequence[SipCall],
+               failed: Callable[[SipCall, Exception], None]) -> None:
+    """One tick for many calls: each call's caller frame and its pending agent audio are
+    resampled together with every other call's (one matrix product per direction),
+    then offered and sent per call. A call that raises is reported to ``failed``; the
+    others carry on."""
+    live = [call for call in calls if call.live]
+    arrived: list[SipCall] = []
+    frames: list[PCM] = []
+    for call in live:
+        try:
+            frame = call.jitter.pop()
+        except Exception as exc:
+            failed(call, exc)
+            continue
+        if frame is not None:
+            arrived.append(call)
+            frames.append(frame)
+    for call, pcm in zip(arrived, callers_pcm([c.line for c in arrived], frames), strict=True):
+        try:
+            call.deliver(pcm)
+        except Exception as exc:
+            failed(call, exc)
+    sinks = [call.sink for call in live if call.sink.pending]
+    while sinks:  # usually one round; a call with several chunks pending takes more
+        chunks = [sink.pending.popleft() for sink in sinks]
+        for sink, pcm in zip(sinks, agents_line([s.line for s in sinks], chunks), strict=True):
+            sink.store(pcm)
+        sinks = [sink for sink in sinks if sink.pending]
+    for call in live:
+        try:
+            call.send_agent()
+        except Exception as exc:
+            failed(call, exc)
 
 
 class MediaClock:

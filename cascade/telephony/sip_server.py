@@ -30,7 +30,7 @@ from cascade.telephony.calls import CallBook, CallHook, TraceFactory
 from cascade.telephony.rtp import open_media_socket
 from cascade.telephony.sdp import Negotiated, SdpError, answer, negotiate, parse_offer
 from cascade.telephony.sip_auth import SipAccess
-from cascade.telephony.sip_call import MediaClock, MediaSettings, SipCall
+from cascade.telephony.sip_call import MediaClock, MediaSettings, SipCall, tick_calls
 from cascade.telephony.telemetry import PhoneMetrics
 
 log = logging.getLogger("cascade.telephony")
@@ -380,19 +380,19 @@ class SipServer(asyncio.DatagramProtocol):
 
     def _tick(self) -> None:
         """Every 20 ms: each answered call moves one frame each way; ended ones hang up."""
-        for call_id, dialog in list(self.dialogs.items()):
-            call = dialog.call
-            if call is None or call.conversation is None or not dialog.answer:
-                continue  # media flows once the call is answered
-            try:
-                call.tick()
-            except Exception:
-                self.metrics.error("internal")
-                log.exception("%s: media tick failed", call.id)
-                call.ended = call.ended or "internal error"
+        answered = [(call_id, dialog, dialog.call) for call_id, dialog in self.dialogs.items()
+                    if dialog.call is not None and dialog.call.conversation is not None
+                    and dialog.answer]  # media flows once the call is answered
+        tick_calls([call for _, _, call in answered], self._tick_failed)
+        for call_id, dialog, call in answered:
             if call.ended and not dialog.closing:
                 dialog.closing = True
                 self.spawn(self.hang_up(call_id, call.ended))
+
+    def _tick_failed(self, call: SipCall, exc: Exception) -> None:
+        self.metrics.error("internal")
+        log.error("%s: media tick failed", call.id, exc_info=exc)
+        call.ended = call.ended or "internal error"
 
 
 def serve(config: PipelineConfig, *, host: str = "127.0.0.1", port: int = 5060,
