@@ -16,6 +16,11 @@ For each N: set up N calls, warm up, then measure for ``--seconds``:
 * media clock: how late the server's 20 ms tick woke up, at worst (SIP);
 * the longest garbage-collector pause in the server (a pause stalls every call).
 
+``--transport floor`` is the yardstick under the Twilio row: the same callers
+against a bare Starlette websocket app on the same uvicorn that only does what
+any Media Streams server must (parse each message, decode its base64, send one
+media message back), with no Cascade at all.
+
 A size "keeps up" when no frame was dropped, concealed or late, no outbound gap
 occurred, and the server used less than its core. The goal is >= 100 calls per
 core. A run takes about a minute.
@@ -30,6 +35,7 @@ import argparse
 import asyncio
 import base64
 import gc
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -102,10 +108,55 @@ class PassThrough(Pipeline):
 # --- the server process ---------------------------------------------------------
 
 
-def serve(transport: str, rate: int, conn: Connection) -> None:
+def floor_app(metrics: Any) -> Any:
+    """The websocket stack alone: TwiML webhook, then echo each media message's audio."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    from cascade.telephony import twilio_protocol as tp
+
+    async def voice(request: Any) -> Response:
+        url = f"ws://{request.url.netloc}/twilio/media/floor"
+        return Response(f'<Response><Connect><Stream url="{url}"/></Connect></Response>',
+                        media_type="text/xml")
+
+    async def media(ws: WebSocket) -> None:
+        await ws.accept()
+        metrics.active_calls.inc()
+        accepted = metrics.media.labels("in", "accepted")
+        reply = None
+        try:
+            while True:
+                message = tp.parse(await ws.receive_text())
+                if isinstance(message, tp.Start):
+                    reply = tp.media_messages(message.stream_sid)
+                elif isinstance(message, tp.Media) and reply is not None:
+                    accepted.inc()
+                    await ws.send_text(reply(message.payload))
+                elif isinstance(message, tp.Stop):
+                    break
+        except WebSocketDisconnect:
+            pass
+        finally:
+            metrics.active_calls.dec()
+
+    return Starlette(routes=[Route("/twilio/voice", voice, methods=["POST"]),
+                             WebSocketRoute("/twilio/media/floor", media)])
+
+
+
+
+def serve(transport: str, rate: int, loop: str, conn: Connection) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {SERVER_CORE})
-    asyncio.run(_serve(transport, rate, conn))
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(_serve(transport, rate, conn))
+    else:
+        asyncio.run(_serve(transport, rate, conn))
 
 
 class GcPauses:
@@ -138,15 +189,22 @@ async def _serve(transport: str, rate: int, conn: Connection) -> None:
     else:
         import uvicorn
 
-        endpoint = TwilioEndpoint(PassThrough(rate), TwilioSettings(
-            auth_token=TOKEN, max_calls=10_000, limits=CallLimits(idle_timeout=60)))
+        from cascade.telephony.telemetry import PhoneMetrics
+
+        if transport == "floor":
+            metrics = PhoneMetrics("twilio")
+            app = floor_app(metrics)
+        else:
+            endpoint = TwilioEndpoint(PassThrough(rate), TwilioSettings(
+                auth_token=TOKEN, max_calls=10_000, limits=CallLimits(idle_timeout=60)))
+            metrics, app = endpoint.metrics, endpoint.app
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(endpoint.app, lifespan="off",
+        server = uvicorn.Server(uvicorn.Config(app, lifespan="off",
                                                log_level="error", ws_ping_interval=None,
                                                ws_per_message_deflate=False))
         serving = loop.create_task(server.serve(sockets=[sock]))
-        metrics, port = endpoint.metrics, sock.getsockname()[1]
+        port = sock.getsockname()[1]
     pauses = GcPauses()
     conn.send(port)
     while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
@@ -443,25 +501,32 @@ def row(p: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--transport", choices=("sip", "twilio", "both"), default="both")
+    parser.add_argument("--transport", choices=("sip", "twilio", "both", "floor"),
+                        default="both", help="floor: the websocket stack alone, no Cascade")
     parser.add_argument("--sizes", default="50,100,150,200")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rate", type=int, default=16000, help="pipeline sample rate; "
                         "8000 leaves resampling out, to see what it costs")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default=None,
+                        help="the server's event loop (default: uvloop when installed, as "
+                        "cascade serve --phone and --sip use)")
     args = parser.parse_args()
+    if args.loop is None:
+        args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     sizes = [int(s) for s in args.sizes.split(",")]
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {CALLER_CORE})
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, server on core {SERVER_CORE}, callers on core "
-          f"{CALLER_CORE}; pipeline at {args.rate} Hz; {args.seconds:.0f} s measured per size")
+          f"{CALLER_CORE}; pipeline at {args.rate} Hz; server loop {args.loop}; "
+          f"{args.seconds:.0f} s measured per size")
     print(HEADER)
     summary = []
     for transport in (("sip", "twilio") if args.transport == "both" else (args.transport,)):
         parent, child = multiprocessing.Pipe()
         server = multiprocessing.get_context("spawn").Process(
-            target=serve, args=(transport, args.rate, child), daemon=True)
+            target=serve, args=(transport, args.rate, args.loop, child), daemon=True)
         server.start()
         port = parent.recv()
         points = asyncio.run(ladder(transport, parent, port, sizes, args.seconds,

@@ -18,7 +18,6 @@ import numpy as np
 from cascade.audio import resample
 from cascade.frames import PCM
 from cascade.telephony import g711
-from cascade.telephony.conversion_batch import ConversionBatch, Done
 from cascade.telephony.resampler import LINE_RATE, process_batch, resampler
 
 FRAME_SAMPLES = 160
@@ -42,10 +41,6 @@ class PhoneLine:
         """Caller PCM16 already decoded at 8 kHz -> the pipeline rate."""
         return self._up.process(pcm)
 
-    def caller_pcm_batched(self, batch: ConversionBatch, payload: bytes, done: Done) -> None:
-        """``caller_pcm`` through ``batch``: ``done`` gets the result when it runs."""
-        batch.add(self._up, g711.decode(payload, self.codec), done)
-
     def caller_silence(self, samples: int = FRAME_SAMPLES) -> PCM:
         """Silence standing in for ``samples`` of missing line audio, at the pipeline rate."""
         return self._up.process(np.zeros(samples, np.int16))
@@ -55,15 +50,6 @@ class PhoneLine:
         if rate != self.rate:  # a stage produced another rate: convert it on its own
             return resample(pcm, rate, LINE_RATE)
         return self._down.process(pcm)
-
-    def agent_line_batched(self, batch: ConversionBatch, pcm: PCM, rate: int,
-                           done: Done) -> None:
-        """``agent_line`` through ``batch``: ``done`` gets the result when it runs."""
-        if rate != self.rate:
-            batch.flush()  # converted on its own, at once: what waits goes first
-            done(self.agent_line(pcm, rate))
-        else:
-            batch.add(self._down, pcm, done)
 
     def encode(self, pcm: PCM) -> bytes:
         return g711.encode(pcm, self.codec)

@@ -31,10 +31,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cascade.clock import Clock
 from cascade.conversation import Conversation, Pipeline
-from cascade.frames import PCM, AgentAudio
+from cascade.frames import AgentAudio
 from cascade.telephony import twilio_protocol as tp
 from cascade.telephony.calls import CallHook, CallSession, TraceFactory
-from cascade.telephony.conversion_batch import ConversionBatch
 from cascade.telephony.line import FRAME_SAMPLES, PhoneLine
 from cascade.telephony.telemetry import PhoneMetrics
 
@@ -106,10 +105,8 @@ class TwilioSink:
     """Plays agent audio into the stream: media, marks, and ``clear`` on a barge-in."""
 
     def __init__(self, line: PhoneLine, stream_sid: str, outbox: Outbox, clock: Clock,
-                 metrics: PhoneMetrics, mark_every: int = 5,
-                 batch: ConversionBatch | None = None) -> None:
+                 metrics: PhoneMetrics, mark_every: int = 5) -> None:
         self.line = line
-        self.batch = batch or ConversionBatch()
         self.stream_sid = stream_sid
         self.outbox = outbox
         self.clock = clock
@@ -124,17 +121,13 @@ class TwilioSink:
         self._media = tp.media_messages(stream_sid)
 
     def play(self, frame: AgentAudio, at: float) -> None:
-        if len(frame.pcm):
-            self.line.agent_line_batched(self.batch, frame.pcm, frame.sample_rate, self._send)
-        self._frames += 1
-        if frame.clause_end or frame.reply_end or self._frames % self.mark_every == 0:
-            ends = at + len(frame.pcm) / frame.sample_rate
-            self.batch.defer(lambda: self._mark(ends))  # after the audio it follows
-
-    def _send(self, pcm: PCM) -> None:
+        pcm = self.line.agent_line(frame.pcm, frame.sample_rate)
         if len(pcm):
             self.outbox.put(self._media(self.line.encode(pcm)))
             self._sent.inc()
+        self._frames += 1
+        if frame.clause_end or frame.reply_end or self._frames % self.mark_every == 0:
+            self._mark(at + len(frame.pcm) / frame.sample_rate)
 
     def _mark(self, ends: float) -> None:
         if len(self.marks) >= 256:
@@ -145,7 +138,6 @@ class TwilioSink:
         self.outbox.put(tp.mark_message(self.stream_sid, name))
 
     def clear(self, at: float) -> None:
-        self.batch.flush()  # audio still converting goes into the outbox, to be dropped
         self.outbox.discard()
         self.outbox.put(tp.clear_message(self.stream_sid))
         self.line.reset_agent()
@@ -167,11 +159,8 @@ class TwilioCall:
 
     def __init__(self, ws: WebSocket, ticket: Ticket, pipeline: Pipeline,
                  metrics: PhoneMetrics, limits: CallLimits,
-                 traces: TraceFactory | None = None, on_call: CallHook | None = None,
-                 batch: ConversionBatch | None = None) -> None:
+                 traces: TraceFactory | None = None, on_call: CallHook | None = None) -> None:
         self.ws = ws
-        self.batch = batch or ConversionBatch()
-        """Where this call's line audio is converted, with other calls' (the endpoint's)."""
         self.ticket = ticket
         self.pipeline = pipeline
         self.metrics = metrics
@@ -224,7 +213,6 @@ class TwilioCall:
         except WebSocketDisconnect:
             self.metrics.error("vanished")
         finally:
-            self.batch.flush()  # this call's last frames reach the conversation
             writer.cancel()
             watchdog.cancel()
             await self._close(code, reason)
@@ -272,9 +260,7 @@ class TwilioCall:
     async def _handle(self, message: tp.Message) -> None:
         if isinstance(message, tp.Media):
             self._media(message)
-            return
-        self.batch.flush()  # audio received before this message goes in first
-        if isinstance(message, tp.Mark):
+        elif isinstance(message, tp.Mark):
             if self.sink is not None:
                 self.sink.confirmed(message.name)
         elif isinstance(message, tp.Start):
@@ -303,7 +289,7 @@ class TwilioCall:
             raise Hangup(1008, "this stream belongs to another call")
         self.line = PhoneLine(self.pipeline.config.sample_rate, "PCMU")
         self.sink = TwilioSink(self.line, start.stream_sid, self.outbox, self.clock,
-                               self.metrics, self.limits.mark_every, self.batch)
+                               self.metrics, self.limits.mark_every)
         data = {**self.ticket.parameters, "call_sid": start.call_sid,
                 "stream_sid": start.stream_sid}
         self.conversation = await self.session.start(self.sink, self.limits.playout_lead, data)
@@ -326,7 +312,6 @@ class TwilioCall:
             gap = 0 if last is None else media.chunk - last - 1
             self._last_chunk = media.chunk
             if 0 < gap <= self.limits.max_gap_frames:
-                self.batch.flush()  # frames before the gap go first
                 self.metrics.media.labels("in", "gap_filled").inc(gap)
                 for _ in range(gap):
                     conversation.offer_audio(line.caller_silence(FRAME_SAMPLES))
@@ -334,12 +319,7 @@ class TwilioCall:
         if self._audio_in > self.clock.now() - self._started_at + self.limits.flood_burst:
             self.metrics.error("flooding")
             raise Hangup(1008, "media arrives faster than real time")
-        line.caller_pcm_batched(self.batch, media.payload, self._offer)
-
-    def _offer(self, pcm: PCM) -> None:
-        """A caller frame, converted, into the conversation (dropped when it is behind)."""
-        conversation = self.conversation
-        if conversation is not None and conversation.offer_audio(pcm):
+        if conversation.offer_audio(line.caller_pcm(media.payload)):
             self._accepted.inc()
         else:
             self._dropped.inc()

@@ -48,7 +48,6 @@ from cascade.config import PipelineConfig
 from cascade.conversation import Pipeline
 from cascade.errors import ConfigError
 from cascade.telephony.calls import CallBook, CallHook, TraceFactory
-from cascade.telephony.conversion_batch import ConversionBatch
 from cascade.telephony.telemetry import CONTENT_TYPE, PhoneMetrics
 from cascade.telephony.twilio_call import CallLimits, Ticket, TwilioCall
 
@@ -127,8 +126,6 @@ class TwilioEndpoint:
         self.calls = CallBook(self.metrics, settings.max_calls)
         self.tickets = TicketBook(self.calls, settings.ticket_seconds)
         self.calls.sweepers.append(self.tickets.sweep)
-        self.conversions = ConversionBatch()
-        """Every call's line audio, resampled together once per event-loop pass."""
         self.validator = request_validator.RequestValidator(settings.auth_token)
         self.app = Starlette(routes=[
             Route(settings.webhook_path, self.voice, methods=["POST"]),
@@ -231,7 +228,7 @@ class TwilioEndpoint:
             return
         await ws.accept()
         call = TwilioCall(ws, ticket, self.pipeline, self.metrics, self.settings.limits,
-                          self.settings.traces, self.settings.on_call, self.conversions)
+                          self.settings.traces, self.settings.on_call)
         self.calls.begin(call.id)
         try:
             await call.run()
