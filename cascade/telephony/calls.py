@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 from cascade.clock import RealClock
 from cascade.conversation import Conversation, Pipeline
@@ -23,11 +24,23 @@ from cascade.telephony.telemetry import PhoneMetrics
 from cascade.tracing import TraceSink
 
 log = logging.getLogger("cascade.telephony")
+T = TypeVar("T")
 
 TraceFactory = Callable[[str], Iterable[TraceSink]]
 """Trace sinks for a new call, given its id (e.g. one JSON Lines file per call)."""
 CallHook = Callable[[Conversation, dict[str, str]], None]
 """Called with each new conversation and its call parameters once it started."""
+
+
+def run_server(main: Coroutine[Any, Any, T]) -> T:
+    """Run a phone server's main coroutine on uvloop when it is installed, as uvicorn does
+    for ``serve --phone`` (its event loop costs about a third less per packet; see the
+    phone benchmark), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 class CallBook:

@@ -26,7 +26,7 @@ from typing import Any, cast
 from cascade.config import PipelineConfig
 from cascade.conversation import Pipeline
 from cascade.telephony import sip_message as sm
-from cascade.telephony.calls import CallBook, CallHook, TraceFactory
+from cascade.telephony.calls import CallBook, CallHook, TraceFactory, run_server
 from cascade.telephony.rtp import open_media_socket
 from cascade.telephony.sdp import Negotiated, SdpError, answer, negotiate, parse_offer
 from cascade.telephony.sip_auth import SipAccess
@@ -438,4 +438,4 @@ def serve(config: PipelineConfig, *, host: str = "127.0.0.1", port: int = 5060,
         finally:
             await server.stop()
 
-    asyncio.run(main())
+    run_server(main())
