@@ -63,23 +63,41 @@ def _to_pcm(samples: _F32) -> PCM:
 
 
 class _FIRResampler:
-    """Shared by both directions: input history, the filter, and its matrices."""
+    """Shared by both directions: the input buffer with its history, and the matrices.
+
+    The buffer holds the last ``keep`` inputs, then the chunk being filtered, each
+    ``stride`` apart (the interpolator's zero-stuffing: the zeros between inputs
+    stay zero as the buffer shifts). It is reused from chunk to chunk."""
 
     factor: int
-    history: _F32
-    """The last inputs, which the next chunk's first outputs still depend on."""
 
-    def __init__(self, factor: int, history: int) -> None:
+    def __init__(self, factor: int, keep: int, stride: int) -> None:
         self.factor = factor
-        self.history = np.zeros(history, np.float32)
+        self._keep = keep
+        self._stride = stride
+        self._buffer = np.zeros(stride * keep, np.float32)
 
-    def _signal(self, pcm: PCM) -> _F32:
-        keep = len(self.history)
-        signal = np.empty(keep + len(pcm), np.float32)
-        signal[:keep] = self.history
-        signal[keep:] = pcm
-        self.history[:] = signal[len(signal) - keep :]
-        return signal
+    @property
+    def history(self) -> _F32:
+        """The last inputs, which the next chunk's first outputs still depend on (a view:
+        writing it sets the state)."""
+        buffer = self._buffer
+        view: _F32 = buffer[len(buffer) - self._stride * self._keep :: self._stride]
+        return view
+
+    def _load(self, pcm: PCM) -> _F32:
+        """History, then ``pcm``: the buffer to filter (the tail becomes the history)."""
+        stride, held = self._stride, self._stride * self._keep
+        size = held + stride * len(pcm)
+        buffer = self._buffer
+        if len(buffer) != size:  # another chunk size: a new buffer, same history
+            resized = np.zeros(size, np.float32)
+            resized[:held:stride] = self.history
+            self._buffer = buffer = resized
+        else:
+            buffer[:held] = buffer[size - held :]
+        buffer[held::stride] = pcm
+        return buffer
 
     def process(self, pcm: PCM) -> PCM:
         """Resample one chunk, carrying the filter state on to the next."""
@@ -94,14 +112,14 @@ class _FIRResampler:
         raise NotImplementedError
 
     def reset(self) -> None:
-        self.history[:] = 0.0
+        self._buffer[:] = 0.0
 
 
 class Decimator(_FIRResampler):
     """Rate / factor: low-pass, then keep every ``factor``-th sample."""
 
     def __init__(self, factor: int) -> None:
-        super().__init__(factor, TAPS_PER_PHASE * factor)
+        super().__init__(factor, keep=TAPS_PER_PHASE * factor, stride=1)
         self._taps = lowpass(factor)
         self._phase = 0
 
@@ -109,8 +127,7 @@ class Decimator(_FIRResampler):
         n = len(pcm)
         if not n:
             return pcm
-        signal = self._signal(pcm)
-        kept = np.convolve(signal, self._taps, mode="valid")[self._phase :: self.factor]
+        kept = np.convolve(self._load(pcm), self._taps, mode="valid")[self._phase :: self.factor]
         self._phase = (self._phase - n) % self.factor
         return _to_pcm(np.ascontiguousarray(kept))
 
@@ -129,15 +146,13 @@ class Interpolator(_FIRResampler):
     """Rate x factor: insert zeros, then low-pass (gain ``factor`` keeps the level)."""
 
     def __init__(self, factor: int) -> None:
-        super().__init__(factor, TAPS_PER_PHASE)
+        super().__init__(factor, keep=TAPS_PER_PHASE, stride=factor)
         self._taps = lowpass(factor) * factor
 
     def process(self, pcm: PCM) -> PCM:
         if not len(pcm):
             return pcm
-        stuffed = np.zeros((len(self.history) + len(pcm)) * self.factor, np.float32)
-        stuffed[:: self.factor] = self._signal(pcm)
-        return _to_pcm(np.convolve(stuffed, self._taps, mode="valid"))
+        return _to_pcm(np.convolve(self._load(pcm), self._taps, mode="valid"))
 
     def batchable(self, n: int) -> bool:
         return 0 < n <= MATRIX_LIMIT
