@@ -37,10 +37,6 @@ class PhoneLine:
         """Line bytes from the caller -> PCM16 at the pipeline rate."""
         return self._up.process(g711.decode(payload, self.codec))
 
-    def caller_pcm_8k(self, pcm: PCM) -> PCM:
-        """Caller PCM16 already decoded at 8 kHz -> the pipeline rate."""
-        return self._up.process(pcm)
-
     def caller_silence(self, samples: int = FRAME_SAMPLES) -> PCM:
         """Silence standing in for ``samples`` of missing line audio, at the pipeline rate."""
         return self._up.process(np.zeros(samples, np.int16))
@@ -59,7 +55,8 @@ class PhoneLine:
 
 
 def callers_pcm(lines: Sequence[PhoneLine], pcms: Sequence[PCM]) -> list[PCM]:
-    """``caller_pcm_8k`` for several calls at once (each line at most once)."""
+    """Caller PCM16 already decoded at 8 kHz -> the pipeline rate, for several calls at once
+    (each line at most once)."""
     return process_batch([(line._up, pcm) for line, pcm in zip(lines, pcms, strict=True)])
 
 

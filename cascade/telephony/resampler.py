@@ -19,7 +19,7 @@ to float rounding (at most 1 in 32768).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -161,7 +161,7 @@ class Interpolator(_FIRResampler):
         return _interpolation_matrix(self.factor, n)
 
 
-@cache
+@lru_cache(maxsize=16)  # a few chunk sizes in practice; odd packet sizes must not pile up
 def _decimation_matrix(factor: int, n: int) -> _F32:
     taps = lowpass(factor)
     keep = TAPS_PER_PHASE * factor
@@ -171,7 +171,7 @@ def _decimation_matrix(factor: int, n: int) -> _F32:
     return matrix
 
 
-@cache
+@lru_cache(maxsize=16)
 def _interpolation_matrix(factor: int, n: int) -> _F32:
     taps = lowpass(factor) * factor
     inputs = TAPS_PER_PHASE + n

@@ -1,14 +1,13 @@
 """One SIP call's media: RTP in through a jitter buffer, agent audio out in 20 ms packets.
 
-The server's ``MediaClock`` calls ``SipCall.tick`` every 20 ms for every call:
+The server's ``MediaClock`` runs ``tick_calls`` every 20 ms over every call:
 the jitter buffer releases one frame of caller audio (real, concealed or
 silence), which is offered to the conversation (dropped, never queued without
 bound, when the pipeline is behind); and one packet of agent audio goes out
 (silence when the agent is quiet, so the far end's jitter buffer and any NAT
 binding stay alive). ``RtpSink`` is where ``Playout`` puts agent audio: a short
-FIFO the ticks drain at line rate; a barge-in empties it. ``tick_calls`` ticks
-every call of a server at once, so the resampling of all calls is one numpy
-product each way.
+FIFO the ticks drain at line rate; a barge-in empties it. Because all calls
+tick together, the resampling of all calls is one numpy product each way.
 
 RTP is accepted only from the caller's address (the SDP's or the SIGNALING
 source's IP). DTMF telephone-events become ``Event(name="dtmf")``. A caller
@@ -230,15 +229,6 @@ class SipCall:
     def live(self) -> bool:
         """Answered and not ended: media moves on every tick."""
         return self.conversation is not None and not self.ended
-
-    def tick(self) -> None:
-        """This call's tick on its own (``tick_calls`` does many calls together)."""
-        if not self.live:
-            return
-        frame = self.jitter.pop()
-        if frame is not None:
-            self.deliver(self.line.caller_pcm_8k(frame))
-        self.send_agent()
 
     def deliver(self, pcm: PCM) -> None:
         """Offer one frame of caller audio (pipeline rate) to the conversation."""

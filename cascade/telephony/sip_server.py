@@ -6,7 +6,7 @@ INVITE) and OPTIONS; re-INVITEs get the same answer, INFO carries DTMF, other
 methods get 405. Calls come only from trusted addresses or with digest auth
 (``SipAccess``). Retransmitted requests get the response already sent.
 Malformed datagrams are counted and dropped; nothing a caller sends stops the
-server. One media clock ticks every call every 20 ms (``SipCall.tick``).
+server. One media clock ticks every call every 20 ms (``tick_calls``).
 """
 
 from __future__ import annotations
