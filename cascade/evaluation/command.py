@@ -16,7 +16,7 @@ from cascade.audio import write_audio
 from cascade.errors import ConfigError, MissingDependency
 from cascade.evaluation.audio_build import CallerTrack, build_track
 from cascade.evaluation.measure import measure_call
-from cascade.evaluation.outcomes import judge_call, load_judge
+from cascade.evaluation.outcomes import Judge, judge_call, load_judge
 from cascade.evaluation.plots import draw_all
 from cascade.evaluation.report import (
     SCHEMA,
@@ -64,10 +64,9 @@ def check_rates(suite: Suite, systems: Sequence[System]) -> None:
 
 def assemble(suite: Suite, suite_file: Path, systems: Sequence[System],
              tracks: Sequence[CallerTrack], records: Sequence[CallRecord], *, fast: bool,
-             seed: int) -> dict[str, Any]:
+             seed: int, judge: Judge | None = None) -> dict[str, Any]:
     """Measure and judge every call; everything ``results.json`` holds except the plots."""
-    judge = load_judge(suite.judge)
-    judge_options = suite.judge.options if suite.judge else {}
+    judge_options = suite.judge.options if suite.judge and suite.judge.callable else {}
     by_track = {t.scenario.id: t for t in tracks}
     by_system = {s.name: s for s in systems}
     turns: list[dict[str, Any]] = []
@@ -161,6 +160,7 @@ def run_evaluation(suite: Path, systems: list[str], out: Path, *, fast: bool = F
     loaded_suite = load_suite(suite)
     if only:
         loaded_suite = loaded_suite.select(only)
+    judge = load_judge(loaded_suite.judge)  # a bad judge is refused before any call runs
     loaded = load_systems(systems, near=suite.parent)
     check_rates(loaded_suite, loaded)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,8 @@ def run_evaluation(suite: Path, systems: list[str], out: Path, *, fast: bool = F
             write_audio(caller / f"{track.scenario.id}.wav", track.pcm, track.rate)
     records = run_suite(loaded, tracks, fast=fast, seed=seed, out=out,
                         save_audio=loaded_suite.save_audio, console=console)
-    results = assemble(loaded_suite, suite, loaded, tracks, records, fast=fast, seed=seed)
+    results = assemble(loaded_suite, suite, loaded, tracks, records, fast=fast, seed=seed,
+                       judge=judge)
     results["plots"] = draw_all(results, out)
     write_results(results, out / "results.json")
     (out / "report.md").write_text(render_markdown(results), encoding="utf-8")

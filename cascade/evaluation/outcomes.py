@@ -71,6 +71,11 @@ def contains(text: str, phrase: str) -> bool:
 def load_judge(config: JudgeConfig | None) -> Judge | None:
     if config is None:
         return None
+    if config.llm is not None:
+        from cascade.evaluation.judge import LLMJudge
+
+        return LLMJudge(config.llm, config.options)
+    assert config.callable is not None
     module, _, name = config.callable.partition(":")
     try:
         found: Judge = getattr(importlib.import_module(module), name)
@@ -106,7 +111,8 @@ def _judged(rubric: str, reply: str, dialogue: list[dict[str, str]], judge: Judg
                 "note": "skipped: no judge configured"}
     answer = judge(rubric=rubric, reply=reply, dialogue=dialogue, **options)
     verdict, reason = answer if isinstance(answer, tuple) else (answer, "")
-    return {"check": "rubric", "want": rubric, "passed": bool(verdict), "note": str(reason)}
+    return {"check": "rubric", "want": rubric,
+            "passed": None if verdict is None else bool(verdict), "note": str(reason)}
 
 
 def verdict(row: TurnResult, event: Event) -> bool:

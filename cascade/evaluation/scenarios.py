@@ -169,14 +169,23 @@ class VoiceConfig(Strict):
 
 
 class JudgeConfig(Strict):
-    """An LLM judge for ``expect.rubric``: a callable ``module:function``.
+    """The judge for ``expect.rubric``: an LLM adapter, or your own callable.
 
-    It is called as ``function(rubric=..., reply=..., dialogue=[{"role", "content"}],
-    **options)`` and returns a bool, or ``(bool, reason)``.
+    ``llm`` names any LLM adapter, built from ``options`` (``cascade.evaluation.judge``).
+    ``callable`` (``module:function``) is called as ``function(rubric=..., reply=...,
+    dialogue=[{"role", "content"}], **options)`` and returns a bool, or ``(bool, reason)``.
     """
 
-    callable: str = Field(pattern=r"^[\w.]+:\w+$")
+    llm: str | None = Field(None, description="an LLM adapter that grades the rubrics")
+    callable: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> JudgeConfig:
+        if (self.llm is None) == (self.callable is None):
+            raise ValueError("judge needs exactly one of llm (an LLM adapter, e.g. openai-llm) "
+                             "or callable (module:function)")
+        return self
 
 
 class Suite(Strict):
