@@ -510,10 +510,13 @@ def main() -> None:
                         "8000 leaves resampling out, to see what it costs")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default=None,
                         help="the server's event loop (default: uvloop when installed, as "
-                        "cascade serve --phone and --sip use)")
+                        "cascade serve uses for phone calls)")
     args = parser.parse_args()
+    have_uvloop = importlib.util.find_spec("uvloop") is not None
     if args.loop is None:
-        args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        args.loop = "uvloop" if have_uvloop else "asyncio"
+    elif args.loop == "uvloop" and not have_uvloop:
+        parser.error("--loop uvloop: uvloop is not installed (pip install uvloop)")
     sizes = [int(s) for s in args.sizes.split(",")]
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {CALLER_CORE})
@@ -528,6 +531,7 @@ def main() -> None:
         server = multiprocessing.get_context("spawn").Process(
             target=serve, args=(transport, args.rate, args.loop, child), daemon=True)
         server.start()
+        child.close()  # the server holds its end: if it dies, recv() fails instead of hanging
         port = parent.recv()
         points = asyncio.run(ladder(transport, parent, port, sizes, args.seconds,
                                     args.warmup))

@@ -145,6 +145,10 @@ def print_summary(results: dict[str, Any], console: Console) -> None:
             table.add_row(name, f"{s['successes']}/{s['calls']}",
                           "–" if v2v is None else f"{v2v['p50']:.3f} s")
     console.print(table)
+    unjudged = sum(s.get("unjudged_rubrics", 0) for s in results["summary"].values())
+    if unjudged:
+        console.print(f"[yellow]{unjudged} rubric check(s) got no verdict from the judge; "
+                      "they count neither way (see report.md, Unjudged rubrics)[/yellow]")
 
 
 def run_evaluation(suite: Path, systems: list[str], out: Path, *, fast: bool = False,

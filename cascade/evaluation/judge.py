@@ -7,10 +7,10 @@ In a suite file::
       options: {base_url: "http://127.0.0.1:8080/v1", model: judge, temperature: 0}
 
 The judge sees the dialogue so far, the agent's reply and the rubric, and must
-answer ``PASS`` or ``FAIL`` on its first line, then why. Its first ``PASS`` or
-``FAIL`` decides; an answer with neither, or a judge that fails, leaves the
-check unjudged (it does not count) with the reason in the report, so a broken
-judge never throws away a finished run and never counts as a pass.
+answer ``PASS`` or ``FAIL`` on its first line, then why (``parse_verdict``). An
+answer without one clear verdict, or a judge that fails, leaves the check
+unjudged with the reason as its note: the report counts unjudged checks apart,
+and a broken judge never throws away a finished run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ INSTRUCTIONS = (
     "and the rubric. Answer PASS if the reply meets the rubric and FAIL if it does not: "
     "that word alone on the first line, then one short sentence saying why."
 )
-_VERDICT = re.compile(r"\b(PASS|FAIL)(?:ED|ES)?\b", re.IGNORECASE)
+_LEADING = re.compile(r"^[\s*#>`_]*(?:verdict\s*[:=-]?\s*)?[*_`]*(pass|fail)(?:ed|es)?\b",
+                      re.IGNORECASE)
+_SHOUTED = re.compile(r"\b(PASS|FAIL)(?:ED|ES)?\b")
 
 
 class JudgeUnanswered(Exception):
@@ -42,13 +44,22 @@ class JudgeUnanswered(Exception):
 
 
 def parse_verdict(answer: str) -> tuple[bool, str]:
-    """(passed, reason) from a judge's answer: its first PASS or FAIL decides."""
-    found = _VERDICT.search(answer)
-    if found is None:
+    """(passed, reason) from a judge's answer, read from its first non-empty line: the
+    verdict it opens with (any case, after markdown or "Verdict:"), else the one PASS or
+    FAIL written in capitals on it. Both, or neither, is no verdict."""
+    lines = [line for line in answer.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    leading = _LEADING.match(first)
+    found = [(m.group(1), m.end()) for m in _SHOUTED.finditer(first)]
+    if leading is not None:
+        found.insert(0, (leading.group(1).upper(), leading.end()))
+    if len({word for word, _ in found}) != 1:
         shown = " ".join(answer.split())[:200] or "(nothing)"
-        raise JudgeUnanswered(f"no PASS or FAIL in the judge's answer: {shown!r}")
-    reason = " ".join(answer[found.end() :].split()).lstrip(":.-–—* ")
-    return found.group(1).upper() == "PASS", reason
+        what = "both PASS and FAIL" if found else "no PASS or FAIL"
+        raise JudgeUnanswered(f"{what} on the first line of the judge's answer: {shown!r}")
+    word, end = found[0]
+    reason = " ".join([first[end:], *lines[1:]]).split()
+    return word == "PASS", " ".join(reason).lstrip(":.-–—* ")
 
 
 def prompt(rubric: str, reply: str, dialogue: list[dict[str, str]]) -> list[Message]:

@@ -75,13 +75,22 @@ def summarise(turns: Sequence[Row], calls: Sequence[Row], system: str) -> dict[s
             metrics[metric.name] = describe(values)
     my_calls = [c for c in calls if c["system"] == system]
     successes = sum(1 for c in my_calls if c["success"])
+    unjudged = sum(1 for t in turns if t["system"] == system for c in t["checks"]
+                   if unjudged_rubric(c))
     cost = sum(c["cost"] for c in my_calls)
     return {
         "metrics": metrics, "calls": len(my_calls), "successes": successes,
         "success_rate": successes / len(my_calls) if my_calls else None,
         "total_cost": cost, "cost_per_success": cost / successes if successes else None,
         "errors": sum(1 for c in my_calls if c["error"]),
+        "unjudged_rubrics": unjudged,
     }
+
+
+def unjudged_rubric(check: Row) -> bool:
+    """A rubric the configured judge gave no verdict on (not: no judge configured)."""
+    return (check["check"] == "rubric" and check["passed"] is None
+            and not str(check.get("note", "")).startswith("skipped"))
 
 
 def write_results(results: Row, path: Path) -> Path:
@@ -211,6 +220,7 @@ def render_markdown(results: Row) -> str:
         rows.append(cells)
     lines += _table(["scenario", "what", *systems], rows)
     lines += _failures(results)
+    lines += _unjudged(results)
     plots = results.get("plots") or {}
     if plots:
         lines += ["", "## Plots", ""]
@@ -270,3 +280,15 @@ METHOD = (
     "what the caller heard, barge-ins honoured, backchannels and noise not "
     "interrupting). Cost per successful task = total declared cost / successes.",
 )
+
+
+def _unjudged(results: Row) -> list[str]:
+    rows = [[f"`{t['system']}`", f"`{t['scenario']}` #{t['event']}", repr(c["want"]),
+             str(c.get("note", "")).replace("|", "/")[:160]]
+            for t in results["turns"] for c in t["checks"] if unjudged_rubric(c)]
+    if not rows:
+        return []
+    return ["", "## Unjudged rubrics", "",
+            f"The judge gave no verdict on {len(rows)} rubric check(s). They count neither "
+            "way: a scenario whose other checks held is a success without them.", "",
+            *_table(["system", "event", "rubric", "why"], rows)]

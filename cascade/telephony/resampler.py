@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -103,13 +103,16 @@ class _FIRResampler:
         """Resample one chunk, carrying the filter state on to the next."""
         raise NotImplementedError
 
-    def batchable(self, n: int) -> bool:
-        """Whether an n-sample chunk can go through ``matrix(n)`` (``process_batch``)."""
+    def batch_key(self, n: int) -> tuple[int, ...] | None:
+        """What an n-sample chunk's matrix depends on, or None: filter it alone."""
         raise NotImplementedError
 
     def matrix(self, n: int) -> _F32:
-        """The (history + n) x outputs matrix that filters an n-sample chunk."""
+        """The (history + n) x outputs matrix that filters the next n-sample chunk."""
         raise NotImplementedError
+
+    def batched(self, n: int) -> None:
+        """An n-sample chunk went through ``matrix(n)``: advance what ``process`` would."""
 
     def reset(self) -> None:
         self._buffer[:] = 0.0
@@ -131,11 +134,14 @@ class Decimator(_FIRResampler):
         self._phase = (self._phase - n) % self.factor
         return _to_pcm(np.ascontiguousarray(kept))
 
-    def batchable(self, n: int) -> bool:
-        return not self._phase and not n % self.factor and 0 < n <= MATRIX_LIMIT
+    def batch_key(self, n: int) -> tuple[int, ...] | None:
+        return (self.factor, n, self._phase) if 0 < n <= MATRIX_LIMIT else None
 
     def matrix(self, n: int) -> _F32:
-        return _decimation_matrix(self.factor, n)
+        return _decimation_matrix(self.factor, n, self._phase)
+
+    def batched(self, n: int) -> None:
+        self._phase = (self._phase - n) % self.factor
 
     def reset(self) -> None:
         super().reset()
@@ -154,20 +160,21 @@ class Interpolator(_FIRResampler):
             return pcm
         return _to_pcm(np.convolve(self._load(pcm), self._taps, mode="valid"))
 
-    def batchable(self, n: int) -> bool:
-        return 0 < n <= MATRIX_LIMIT
+    def batch_key(self, n: int) -> tuple[int, ...] | None:
+        return (self.factor, n) if 0 < n <= MATRIX_LIMIT else None
 
     def matrix(self, n: int) -> _F32:
         return _interpolation_matrix(self.factor, n)
 
 
 @lru_cache(maxsize=16)  # a few chunk sizes in practice; odd packet sizes must not pile up
-def _decimation_matrix(factor: int, n: int) -> _F32:
+def _decimation_matrix(factor: int, n: int, phase: int) -> _F32:
     taps = lowpass(factor)
     keep = TAPS_PER_PHASE * factor
-    matrix = np.zeros((keep + n, n // factor), np.float32)
-    for out in range(n // factor):  # output j = taps reversed over inputs factor*j ...
-        matrix[factor * out : factor * out + len(taps), out] = taps[::-1]
+    starts = range(phase, n, factor)  # the filtered samples kept, as ``process`` keeps them
+    matrix = np.zeros((keep + n, len(starts)), np.float32)
+    for out, start in enumerate(starts):  # taps reversed over inputs start .. start+len-1
+        matrix[start : start + len(taps), out] = taps[::-1]
     return matrix
 
 
@@ -188,35 +195,34 @@ def process_batch(jobs: Sequence[tuple[Resampler, PCM]]) -> list[PCM]:
 
     Each resampler may appear once: its chunks depend on each other in order.
     """
+    if len({id(resampler) for resampler, _ in jobs}) < len(jobs):
+        raise ValueError("process_batch: a resampler appears twice; its chunks depend "
+                         "on each other, so batch them in separate calls, in order")
     out: list[PCM] = []
-    groups: dict[tuple[type, int, int], list[tuple[int, _FIRResampler, PCM]]] = {}
-    seen: set[int] = set()
+    groups: dict[tuple[Any, ...], list[tuple[int, _FIRResampler, PCM]]] = {}
     for index, (resampler, pcm) in enumerate(jobs):
-        if id(resampler) in seen:
-            raise ValueError("process_batch: a resampler appears twice; its chunks depend "
-                             "on each other, so batch them in separate calls, in order")
-        seen.add(id(resampler))
-        n = len(pcm)
-        if isinstance(resampler, _FIRResampler) and resampler.batchable(n):
-            key = (type(resampler), resampler.factor, n)
-            groups.setdefault(key, []).append((index, resampler, pcm))
-            out.append(pcm)  # replaced below
-        else:
+        key = resampler.batch_key(len(pcm)) if isinstance(resampler, _FIRResampler) else None
+        if key is None or not isinstance(resampler, _FIRResampler):
             out.append(resampler.process(pcm))
-    for (_, _, n), members in groups.items():
+        else:
+            groups.setdefault((type(resampler), *key), []).append((index, resampler, pcm))
+            out.append(pcm)  # replaced below
+    for members in groups.values():
         if len(members) < BATCH_MIN:
             for index, fir, chunk in members:
                 out[index] = fir.process(chunk)
             continue
         first = members[0][1]
+        n = len(members[0][2])
         keep = len(first.history)
         signals = np.empty((len(members), keep + n), np.float32)
         for row, (_, fir, chunk) in enumerate(members):
             signals[row, :keep] = fir.history
             signals[row, keep:] = chunk
-            fir.history[:] = signals[row, n:]
         block = _to_pcm(signals @ first.matrix(n))
-        for row, (index, _, _) in enumerate(members):
+        for row, (index, fir, _) in enumerate(members):  # state moves only once all is done
+            fir.history[:] = signals[row, n:]
+            fir.batched(n)
             out[index] = block[row].copy()  # a frame must not pin the whole block
     return out
 

@@ -18,6 +18,7 @@ hung up on.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from cascade.telephony.rtp import DtmfReceiver, MediaSocket, RtpPacket, RtpSende
 from cascade.telephony.sdp import Negotiated
 from cascade.telephony.telemetry import PhoneMetrics
 
+log = logging.getLogger("cascade.telephony")
 COMFORT_NOISE = 13
 TICK = 0.02
 
@@ -74,6 +76,10 @@ class RtpSink:
         self.dropped = 0
 
     def play(self, frame: AgentAudio, at: float) -> None:
+        if frame.pcm.ndim != 1 or frame.pcm.dtype != np.int16:  # fail in this call's playout,
+            raise ValueError(  # not later in the tick that every call shares
+                f"agent audio must be mono int16 PCM, got {frame.pcm.dtype} with shape "
+                f"{frame.pcm.shape}")
         self._ending = frame.reply_end  # nothing follows: a short tail goes out padded
         if frame.sample_rate == self.line.rate and len(self.pending) < self.PENDING_LIMIT:
             if len(frame.pcm):
@@ -282,22 +288,39 @@ def tick_calls(calls: Sequence[SipCall],
         if frame is not None:
             arrived.append(call)
             frames.append(frame)
-    for call, pcm in zip(arrived, callers_pcm([c.line for c in arrived], frames), strict=True):
+    for call, pcm in _together(callers_pcm, arrived, frames, failed):
         try:
             call.deliver(pcm)
         except Exception as exc:
             failed(call, exc)
-    sinks = [call.sink for call in live if call.sink.pending]
-    while sinks:  # usually one round; a call with several chunks pending takes more
-        chunks = [sink.pending.popleft() for sink in sinks]
-        for sink, pcm in zip(sinks, agents_line([s.line for s in sinks], chunks), strict=True):
-            sink.store(pcm)
-        sinks = [sink for sink in sinks if sink.pending]
+    waiting = [call for call in live if call.sink.pending]
+    while waiting:  # usually one round; a call with several chunks pending takes more
+        chunks = [call.sink.pending.popleft() for call in waiting]
+        for call, pcm in _together(agents_line, waiting, chunks, failed):
+            call.sink.store(pcm)
+        waiting = [call for call in waiting if call.sink.pending and not call.ended]
     for call in live:
         try:
             call.send_agent()
         except Exception as exc:
             failed(call, exc)
+
+
+def _together(convert: Callable[[Sequence[PhoneLine], Sequence[PCM]], list[PCM]],
+              calls: list[SipCall], chunks: list[PCM],
+              failed: Callable[[SipCall, Exception], None]) -> list[tuple[SipCall, PCM]]:
+    """``convert`` every call's chunk at once; if that raises, call by call, so only the
+    call whose audio is bad is reported (and ends) while the others go on."""
+    try:
+        return list(zip(calls, convert([c.line for c in calls], chunks), strict=True))
+    except Exception:
+        done = []
+        for call, chunk in zip(calls, chunks, strict=True):
+            try:
+                done.append((call, convert([call.line], [chunk])[0]))
+            except Exception as exc:
+                failed(call, exc)
+        return done
 
 
 class MediaClock:
@@ -316,7 +339,10 @@ class MediaClock:
         while True:
             self.worst_lag = max(self.worst_lag, loop.time() - due)
             due += TICK
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # the clock of every call must outlive a bad tick
+                log.exception("media tick failed")
             self.ticks += 1
             delay = due - loop.time()
             if delay < -TICK:

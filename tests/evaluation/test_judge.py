@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from cascade.clock import RealClock
 from cascade.errors import AdapterNotFound, ConfigError
-from cascade.evaluation.judge import JudgeUnanswered, LLMJudge, parse_verdict
+from cascade.evaluation.judge import JudgeUnanswered, LLMJudge, parse_verdict, prompt
 from cascade.evaluation.measure import CallMeasure
 from cascade.evaluation.outcomes import judge_call, load_judge
 from cascade.evaluation.scenarios import JudgeConfig
@@ -24,14 +25,21 @@ INSTANT = {"first_token_delay": 0.0, "token_interval": 0.0}
     ("**FAIL**: the agent was rude.", False, "the agent was rude."),
     ("Verdict: passed - polite and correct", True, "polite and correct"),
     ("fail", False, ""),
+    ("I cannot pass this reply. Verdict: FAIL\nIt is rude.", False, "It is rude."),
 ])
-def test_the_first_pass_or_fail_decides(answer: str, verdict: bool, reason: str) -> None:
+def test_the_first_line_gives_the_verdict(answer: str, verdict: bool, reason: str) -> None:
     assert parse_verdict(answer) == (verdict, reason)
 
 
-def test_an_answer_without_a_verdict_is_refused_with_what_was_said() -> None:
-    with pytest.raises(JudgeUnanswered, match=r"no PASS or FAIL .*'I think so'"):
-        parse_verdict("I think so")
+@pytest.mark.parametrize(("answer", "why"), [
+    ("I think so", "no PASS or FAIL"),
+    ("The reply does not pass the rubric.\nFAIL", "no PASS or FAIL"),  # not on line one
+    ("PASS or FAIL? FAIL - rude", "both PASS and FAIL"),  # the question echoed back
+    ("", "no PASS or FAIL"),
+])
+def test_an_answer_without_one_clear_verdict_is_refused(answer: str, why: str) -> None:
+    with pytest.raises(JudgeUnanswered, match=why):
+        parse_verdict(answer)
 
 
 def test_an_llm_adapter_judges_what_the_dialogue_reply_and_rubric_say() -> None:
@@ -79,12 +87,15 @@ def test_bad_judge_settings_are_refused_before_anything_runs() -> None:
 
 
 @needs_models
-def test_a_local_model_judges_the_same_way_every_time() -> None:
+def test_a_local_model_judges_and_its_own_answer_decides() -> None:
     judge = LLMJudge("llama-cpp", {"temperature": 0.0, "max_tokens": 24})
     asked: dict[str, Any] = {"rubric": "names Paris as the capital",
                              "reply": "The capital of France is Paris.",
                              "dialogue": [{"role": "user", "content": "Capital of France?"}]}
-    first = judge(**asked)
-    assert first == judge(**asked)  # temperature 0: the bundled SmolLM2 answers alike
-    passed, note = first
-    assert passed in (True, False) or note.startswith("no PASS or FAIL in the judge's answer")
+    answer = RealClock().run(judge.ask(prompt(**asked)))
+    assert answer.strip()  # the bundled SmolLM2 said something
+    try:
+        expected: tuple[bool | None, str] = parse_verdict(answer)
+    except JudgeUnanswered as exc:
+        expected = (None, str(exc))
+    assert judge(**asked) == expected  # temperature 0: the same answer, read the same way

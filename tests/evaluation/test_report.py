@@ -59,6 +59,24 @@ def test_report_md_has_every_section_and_a_row_per_metric() -> None:
     assert "| `two` | scenario two | ✓ 2/2 | ✗ 0/2 |" in text
 
 
+def test_rubrics_the_judge_left_unjudged_are_counted_and_listed() -> None:
+    results = fake_results()
+    first, second = results["turns"][0], results["turns"][1]  # system a
+    first["checks"] = [{"check": "rubric", "want": "polite", "passed": None,
+                        "note": "judge openai-llm failed: ConnectError: refused"}]
+    second["checks"] = [{"check": "rubric", "want": "polite", "passed": None,
+                         "note": "skipped: no judge configured"}]  # not the judge's fault
+    results["summary"] = {s: summarise(results["turns"], results["calls"], s) for s in "ab"}
+    assert results["summary"]["a"]["unjudged_rubrics"] == 1
+    assert results["summary"]["b"]["unjudged_rubrics"] == 0
+    text = render_markdown(results)
+    section = text.split("## Unjudged rubrics", 1)[1].split("\n## ", 1)[0]
+    assert "1 rubric check(s)" in section
+    assert "| `a` | `one` #1 | 'polite' | judge openai-llm failed: ConnectError: refused |" \
+        in section
+    assert "## Unjudged rubrics" not in render_markdown(fake_results())
+
+
 def test_results_json_round_trips_and_summaries_add_up(tmp_path: Path) -> None:
     results = fake_results()
     loaded = json.loads(write_results(results, tmp_path / "results.json").read_text())

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import numpy as np
 import pytest
 
 from cascade.frames import AgentAudio
 from cascade.telephony import sip_message as sm
-from cascade.telephony.line import PhoneLine
-from cascade.telephony.resampler import process_batch, resampler
+from cascade.telephony.line import PhoneLine, callers_pcm
+from cascade.telephony.resampler import Decimator, Interpolator, process_batch, resampler
 from cascade.telephony.rtp import DtmfReceiver, RtpPacket, RtpSender, TelephoneEvent
 from cascade.telephony.sdp import SdpError, answer, negotiate, parse_offer
 from cascade.telephony.sip_auth import SipAccess, digest_response, parse_authorization
-from cascade.telephony.sip_call import RtpSink
+from cascade.telephony.sip_call import MediaClock, RtpSink, tick_calls
 
 INVITE = (
     "INVITE sip:agent@127.0.0.1 SIP/2.0\r\n"
@@ -174,14 +177,20 @@ def _speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("rate_in", "rate_out"), [(8000, 16000), (16000, 8000),
                                                    (8000, 48000), (48000, 8000)])
-def test_batched_resampling_matches_each_call_resampled_alone(rate_in: int, rate_out: int,
-                                                              ) -> None:
+def test_batched_resampling_matches_each_call_resampled_alone(
+        rate_in: int, rate_out: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    products: list[int] = []
+    for kind in (Decimator, Interpolator):
+        def counted(self: Any, n: int, original: Any = kind.matrix) -> Any:
+            products.append(n)
+            return original(self, n)
+        monkeypatch.setattr(kind, "matrix", counted)
     calls = 5
     signals = [_speechlike(1.0, rate_in, seed) for seed in range(calls)]
     alone = [resampler(rate_in, rate_out) for _ in range(calls)]
     batched = [resampler(rate_in, rate_out) for _ in range(calls)]
     chunk = rate_in // 50
-    sizes = [chunk] * 20 + [chunk // 2 + 1, chunk] * 5 + [chunk] * 5  # odd chunks fall back
+    sizes = [chunk] * 20 + [chunk // 2 + 1, chunk] * 5 + [chunk] * 5  # odd sizes, odd phases
     start = 0
     for size in sizes:
         pieces = [s[start : start + size] for s in signals]
@@ -194,6 +203,7 @@ def test_batched_resampling_matches_each_call_resampled_alone(rate_in: int, rate
             assert np.abs(g.astype(np.int32) - w).max(initial=0) <= 1  # float rounding only
         start += size
     assert start <= len(signals[0])
+    assert products == sizes  # every step was one matrix product, odd phases included
     with pytest.raises(ValueError, match="appears twice"):
         process_batch([(alone[0], signals[0][:chunk]), (alone[0], signals[0][:chunk])])
 
@@ -242,3 +252,70 @@ def test_rtp_sink_sends_the_end_of_a_reply_at_once_and_waits_on_a_mid_reply_tail
     assert _packets(resumed, 2) == [True, True]
     resumed.play(_agent(tone[:160]), 0.0)  # 10 ms tail + 10 ms more = one whole packet
     assert _packets(resumed, 2) == [True, False]
+
+
+class _TickedCall:
+    """What ``tick_calls`` uses of a SIP call: a real line and sink, caller frames queued."""
+
+    def __init__(self, seed: int) -> None:
+        self.line = PhoneLine(16000)
+        self.sink = RtpSink(self.line)
+        self.ended: str | None = None
+        self.live = True
+        self.caller = _speechlike(0.2, 8000, seed)
+        self.agent = _speechlike(0.4, 16000, seed + 50)
+        self.queued: list[np.ndarray] = []
+        self.delivered: list[np.ndarray] = []
+        self.sent: list[np.ndarray | None] = []
+        self.jitter = self  # pop() below stands in for the jitter buffer
+
+    def pop(self) -> np.ndarray | None:
+        return self.queued.pop(0) if self.queued else None
+
+    def deliver(self, pcm: np.ndarray) -> None:
+        self.delivered.append(pcm)
+
+    def send_agent(self) -> None:
+        self.sent.append(self.sink.take())
+
+
+def test_one_tick_converts_every_call_together_and_a_bad_call_fails_alone() -> None:
+    calls = [_TickedCall(seed) for seed in range(6)]
+    failures: list[tuple[_TickedCall, Exception]] = []
+    for tick in range(8):
+        for call in calls:
+            call.queued.append(call.caller[tick * 160 : (tick + 1) * 160])
+            call.sink.play(_agent(call.agent[tick * 320 : (tick + 1) * 320]), 0.0)
+        if tick == 4:  # a stage handed this call audio no line can take
+            calls[2].sink.pending[-1] = np.zeros((320, 2), np.int16)
+        tick_calls(calls, lambda call, exc: failures.append((call, exc)))  # type: ignore
+    assert [(c, type(e)) for c, e in failures] == [(calls[2], ValueError)]
+    for call in calls:
+        up, down = PhoneLine(16000), PhoneLine(16000)  # the same audio, one call alone
+        want_in = [callers_pcm([up], [call.caller[i * 160 : (i + 1) * 160]])[0]
+                   for i in range(8)]
+        assert len(call.delivered) == 8
+        for got, want in zip(call.delivered, want_in, strict=True):
+            assert np.abs(got.astype(np.int32) - want).max() <= 1
+        if call is calls[2]:
+            assert sum(p is not None for p in call.sent) == 7  # its bad chunk is gone
+            continue
+        want_out = [down.agent_line(call.agent[i * 320 : (i + 1) * 320], 16000)
+                    for i in range(8)]
+        for got_out, want in zip(call.sent, want_out, strict=True):
+            assert got_out is not None and np.abs(got_out.astype(np.int32) - want).max() <= 1
+
+
+async def test_the_media_clock_outlives_a_failing_tick() -> None:
+    ticks: list[float] = []
+
+    def tick() -> None:
+        ticks.append(asyncio.get_running_loop().time())
+        if len(ticks) == 2:
+            raise RuntimeError("a bug in one tick")
+
+    clock = MediaClock(tick)
+    running = asyncio.create_task(clock.run())
+    await asyncio.sleep(0.15)
+    running.cancel()
+    assert len(ticks) >= 5 and clock.ticks == len(ticks)  # it kept its 20 ms pace
