@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -43,6 +44,27 @@ def load_models(pipeline: Pipeline, console: Console) -> None:
         if took > 0.05:
             console.print(f"[green]✓[/] {stage}: {pipeline.config.stages[stage].adapter} "
                           f"loaded in {took:.1f} s")
+
+
+def load_for_serving(pipeline: Pipeline, console: Console | None) -> None:
+    """A server's start: load every shared model (shown on ``console`` when given), then
+    ``freeze_heap``."""
+    if console is not None:
+        load_models(pipeline, console)
+    else:
+        pipeline.preload()
+    freeze_heap()
+
+
+def freeze_heap() -> None:
+    """Take everything alive now (models, modules) out of the garbage collector's sight.
+
+    A full collection otherwise walks every object the loaded models left: ~30 ms with
+    the local stack, more with torch, during which no call in the process gets audio.
+    After this it walks only what the calls allocate. Servers call it once models are in.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run_recording(

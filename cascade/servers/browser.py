@@ -250,15 +250,12 @@ def page_url(host: str, port: int, token: str | None) -> str:
 def serve(config: PipelineConfig, *, host: str, port: int, token: str | None,
           console: Console | None) -> None:
     """The ``cascade serve --protocol browser`` entry point: load models, serve the page."""
-    from cascade.run_command import load_models
+    from cascade.run_command import load_for_serving
 
     pipeline = Pipeline(config)
     server = BrowserServer(pipeline, token=token, console=console)
     sock = server.listen(host, port)  # a busy port fails before minutes of model loading
-    if console is not None:
-        load_models(pipeline, console)
-    else:
-        pipeline.preload()
+    load_for_serving(pipeline, console)
     if console is not None:
         console.print(f"pipeline '{config.name}' talks on "
                       f"{page_url(host, server.port, token)} — open it in a browser; "

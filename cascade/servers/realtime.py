@@ -148,8 +148,11 @@ def serve(config: PipelineConfig, *, host: str, port: int, token: str | None,
           console: Console | None) -> None:
     """Serve until interrupted (Ctrl-C); the ``cascade serve`` entry point."""
 
+    from cascade.run_command import freeze_heap
+
     async def main() -> None:
         server = await start_server(config, host, port, token, console=console)
+        freeze_heap()  # models are in: collections now skip them
         where = f"{host}:{server.port}"
         if console is not None:
             console.print(f"pipeline '{config.name}' speaks the OpenAI Realtime protocol on "

@@ -403,16 +403,13 @@ def serve(config: PipelineConfig, *, host: str = "127.0.0.1", port: int = 5060,
     Callers from loopback are trusted; others need digest auth as user ``cascade``
     with ``token`` as the password (or CASCADE_SIP_ALLOW=net1,net2 to trust networks).
     """
-    from cascade.run_command import load_models
+    from cascade.run_command import load_for_serving
 
     allow = os.environ.get("CASCADE_SIP_ALLOW", "127.0.0.0/8,::1/128").split(",")
     access = SipAccess(allow=[a.strip() for a in allow if a.strip()],
                        users={"cascade": token} if token else {})
     pipeline = Pipeline(config)
-    if console is not None:
-        load_models(pipeline, console)
-    else:
-        pipeline.preload()
+    load_for_serving(pipeline, console)
     settings = SipSettings(host=host, port=port, access=access,
                            media_address=os.environ.get("CASCADE_MEDIA_ADDRESS") or None)
 

@@ -300,19 +300,17 @@ def serve(config: PipelineConfig, *, host: str = "127.0.0.1", port: int = 8765,
     webhook signatures are checked with; set CASCADE_PUBLIC_URL to the https base URL
     Twilio calls when the server sits behind a proxy or tunnel.
     """
-    from cascade.run_command import load_models
+    from cascade.run_command import load_for_serving
 
     auth_token = token or os.environ.get("TWILIO_AUTH_TOKEN", "")
     pipeline = Pipeline(config)
     settings = TwilioSettings(auth_token=auth_token,
                               public_url=os.environ.get("CASCADE_PUBLIC_URL") or None)
     endpoint = TwilioEndpoint(pipeline, settings)
+    load_for_serving(pipeline, console)
     if console is not None:
-        load_models(pipeline, console)
         console.print(f"Twilio endpoint on http://{host}:{port}: voice webhook "
                       f"{settings.webhook_path}, media {settings.media_path}/…, "
                       "/healthz /readyz /metrics")
-    else:
-        pipeline.preload()
     server = _uvicorn_server(endpoint, host, port, drain_seconds)
     server.run()
