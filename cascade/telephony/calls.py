@@ -34,8 +34,8 @@ CallHook = Callable[[Conversation, dict[str, str]], None]
 
 def run_server(main: Coroutine[Any, Any, T]) -> T:
     """Run a phone server's main coroutine on uvloop when it is installed, as uvicorn does
-    for ``serve --phone`` (its event loop costs about a third less per packet; see the
-    phone benchmark), else on asyncio's own loop."""
+    for ``serve --phone``, else on asyncio's own loop (the phone benchmark measured SIP the
+    same on both; uvloop mostly speeds up stream sockets such as websockets)."""
     try:
         import uvloop
     except ImportError:
