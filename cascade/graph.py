@@ -238,13 +238,11 @@ class Graph:
             "error", runner.name, frame.turn, now, now, error=message, frame=type(frame).__name__
         )
         if not isinstance(frame, ErrorFrame):
-            await self.broadcast(
-                ErrorFrame(
-                    conversation=ctx.conversation, turn=frame.turn, time=now,
-                    stage=runner.name, message=message,
-                ),
-                origin=runner,
-            )
+            error = ErrorFrame(conversation=ctx.conversation, turn=frame.turn, time=now,
+                               stage=runner.name, message=message)
+            for observer in self.observers:  # as if the failed stage had pushed it
+                observer(runner.name, error)
+            await self.broadcast(error, origin=runner)
 
     async def wait_finished(self) -> None:
         """Wait until EndOfStream has passed through every stage."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from cascade.clock import Clock
 from cascade.conversation import Conversation, Pipeline
-from cascade.frames import PCM, Frame, SystemFrame
+from cascade.frames import PCM, Frame
 from cascade.graph import Graph
 from cascade.recording import CallRecorder
 from cascade.replay.format import Entry, Recording, StageRecord, write_recording
@@ -75,9 +75,10 @@ class Recorder:
         self._tap(conversation.graph)
 
     def _tap(self, graph: Graph) -> None:
-        """Note every frame fed to ``graph`` from outside (the caller's input), and every
-        control frame a stage sends out."""
-        send, offer, broadcast = graph.send, graph.offer, graph.broadcast
+        """Note every frame fed to ``graph`` from outside (the caller's input); what stages
+        send, control frames and the graph's ErrorFrame for a failed stage included, comes
+        through ``observe``."""
+        send, offer = graph.send, graph.offer
 
         async def noted_send(frame: Frame) -> None:
             self.note_input(frame)
@@ -89,17 +90,9 @@ class Recorder:
                 self.note_input(frame)
             return accepted
 
-        async def noted_broadcast(frame: SystemFrame, origin: Any = None) -> None:
-            # A stage's control frames, those it pushes and the ErrorFrame the graph
-            # sends for it when it raises (which observers never see), all pass here.
-            if origin is not None:
-                self._add(origin.name, _snapshot(frame))
-            await broadcast(frame, origin)
-
         # The graph's own entry points, so no way of feeding a conversation escapes.
         setattr(graph, "send", noted_send)  # noqa: B010
         setattr(graph, "offer", noted_offer)  # noqa: B010
-        setattr(graph, "broadcast", noted_broadcast)  # noqa: B010
 
     def _add(self, stage: str | None, item: Frame | Span) -> None:
         with self._lock:
@@ -116,8 +109,8 @@ class Recorder:
         self._add(None, _snapshot(frame))
 
     def observe(self, stage: str, frame: Frame) -> None:
-        # Control frames are noted as they are broadcast ("graph": the caller's, input).
-        if stage in self._stages and not isinstance(frame, SystemFrame):
+        # "graph" is the caller's control frames, noted as input by ``send``.
+        if stage in self._stages:
             self._add(stage, _snapshot(frame))
 
     def write(self, span: Span) -> None:
