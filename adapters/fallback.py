@@ -91,10 +91,9 @@ class Failover(Generic[S]):
             await stage.start()
 
     async def _forward(self, frame: Frame) -> None:
-        """Providers are called directly; of what they push, only tool calls go on,
-        stamped with the turn this stage is working on (providers never see it)."""
+        """Providers are called directly; of what they push, only tool calls go on (the
+        wrapper stamps each provider with the turn it answers, so they carry it already)."""
         if isinstance(frame, FORWARDED):
-            frame.turn = self.turn
             await self.owner.push(frame)
 
     async def stop(self) -> None:

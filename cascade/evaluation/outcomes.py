@@ -36,6 +36,8 @@ TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seve
 _TOKEN = re.compile(r"[a-z0-9']+")
 
 Judge = Callable[..., Any]
+NO_JUDGE = "skipped: no judge configured"
+"""The note of a rubric check when the suite has no judge (not the judge's failure)."""
 
 
 def normalise(text: str) -> str:
@@ -108,7 +110,7 @@ def _judged(rubric: str, reply: str, dialogue: list[dict[str, str]], judge: Judg
             options: dict[str, Any]) -> dict[str, Any]:
     if judge is None:
         return {"check": "rubric", "want": rubric, "passed": None,
-                "note": "skipped: no judge configured"}
+                "note": NO_JUDGE}
     answer = judge(rubric=rubric, reply=reply, dialogue=dialogue, **options)
     verdict, reason = answer if isinstance(answer, tuple) else (answer, "")
     return {"check": "rubric", "want": rubric,

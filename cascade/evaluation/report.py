@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cascade.evaluation.outcomes import NO_JUDGE
 from cascade.evaluation.stats import METRICS, TURN_KINDS
 from cascade.metrics import percentile
 
@@ -90,7 +91,7 @@ def summarise(turns: Sequence[Row], calls: Sequence[Row], system: str) -> dict[s
 def unjudged_rubric(check: Row) -> bool:
     """A rubric the configured judge gave no verdict on (not: no judge configured)."""
     return (check["check"] == "rubric" and check["passed"] is None
-            and not str(check.get("note", "")).startswith("skipped"))
+            and check.get("note") != NO_JUDGE)
 
 
 def write_results(results: Row, path: Path) -> Path:

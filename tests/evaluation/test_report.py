@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.evaluation.measure import TurnResult
+from cascade.evaluation.outcomes import NO_JUDGE
 from cascade.evaluation.plots import draw_all, median_turn, stage_segments
 from cascade.evaluation.report import render_markdown, summarise, write_results
 from cascade.evaluation.stats import METRICS, compare
@@ -65,7 +66,7 @@ def test_rubrics_the_judge_left_unjudged_are_counted_and_listed() -> None:
     first["checks"] = [{"check": "rubric", "want": "polite", "passed": None,
                         "note": "judge openai-llm failed: ConnectError: refused"}]
     second["checks"] = [{"check": "rubric", "want": "polite", "passed": None,
-                         "note": "skipped: no judge configured"}]  # not the judge's fault
+                         "note": NO_JUDGE}]  # not the judge's fault
     results["summary"] = {s: summarise(results["turns"], results["calls"], s) for s in "ab"}
     assert results["summary"]["a"]["unjudged_rubrics"] == 1
     assert results["summary"]["b"]["unjudged_rubrics"] == 0
