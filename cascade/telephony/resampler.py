@@ -8,7 +8,9 @@ windowed-sinc FIR does it sample-exact: each chunk of N samples in gives
 exactly N*L or N/L out, with the filter state carried across chunks. Other rates
 fall back to soxr's streaming resampler.
 
-One chunk alone is a convolution. ``process_batch`` stacks many calls' chunks
+One chunk alone is one product of the buffer's overlapping windows (a strided
+view, no copy) with the taps; the interpolator never stores its stuffed zeros
+(polyphase). ``process_batch`` stacks many calls' chunks
 of the same size into one matrix product (history + chunk) @ M, where M is the
 filter's response to each input sample, built once per process: a server pays
 a few numpy calls per tick instead of several per call, and reads M once
@@ -56,47 +58,59 @@ def lowpass(factor: int, taps_per_phase: int = TAPS_PER_PHASE) -> _F32:
 
 
 def _to_pcm(samples: _F32) -> PCM:
+    """Float samples -> a new PCM16 array, rounded and clipped (``samples`` is clobbered)."""
     np.rint(samples, out=samples)
     np.minimum(samples, 32767.0, out=samples)  # the filter can overshoot full scale;
     np.maximum(samples, -32768.0, out=samples)  # two ufuncs cost less than np.clip
     return samples.astype(np.int16)
 
 
+def _windows(buffer: _F32, offset: int, count: int, step: int, width: int) -> _F32:
+    """``count`` overlapping windows of ``width`` samples, ``step`` apart, from ``offset``:
+    a view of ``buffer`` (no copy), so it sees whatever the buffer holds next."""
+    item = buffer.itemsize
+    view: _F32 = np.ndarray((count, width), np.float32, buffer, offset * item,
+                            (step * item, item))
+    return view
+
+
 class _FIRResampler:
     """Shared by both directions: the input buffer with its history, and the matrices.
 
-    The buffer holds the last ``keep`` inputs, then the chunk being filtered, each
-    ``stride`` apart (the interpolator's zero-stuffing: the zeros between inputs
-    stay zero as the buffer shifts). It is reused from chunk to chunk."""
+    The buffer holds the last ``keep`` inputs, then the chunk being filtered; it is
+    reused from chunk to chunk. One chunk is filtered as a product of the buffer's
+    overlapping windows (a view, built once per chunk size) with the taps: one BLAS
+    call, about twice as fast as ``np.convolve`` on a 20 ms chunk."""
 
     factor: int
 
-    def __init__(self, factor: int, keep: int, stride: int) -> None:
+    def __init__(self, factor: int, keep: int) -> None:
         self.factor = factor
         self._keep = keep
-        self._stride = stride
-        self._buffer = np.zeros(stride * keep, np.float32)
+        self._buffer = np.zeros(keep, np.float32)
+        self._plans: dict[int, tuple[_F32, _F32]] = {}
+        """Per chunk size (and phase): the windows over the buffer and the output buffer."""
 
     @property
     def history(self) -> _F32:
         """The last inputs, which the next chunk's first outputs still depend on (a view:
         writing it sets the state)."""
-        buffer = self._buffer
-        view: _F32 = buffer[len(buffer) - self._stride * self._keep :: self._stride]
+        view: _F32 = self._buffer[len(self._buffer) - self._keep :]
         return view
 
     def _load(self, pcm: PCM) -> _F32:
         """History, then ``pcm``: the buffer to filter (the tail becomes the history)."""
-        stride, held = self._stride, self._stride * self._keep
-        size = held + stride * len(pcm)
+        held = self._keep
+        size = held + len(pcm)
         buffer = self._buffer
         if len(buffer) != size:  # another chunk size: a new buffer, same history
             resized = np.zeros(size, np.float32)
-            resized[:held:stride] = self.history
+            resized[:held] = self.history
             self._buffer = buffer = resized
+            self._plans.clear()  # their windows look at the old buffer
         else:
             buffer[:held] = buffer[size - held :]
-        buffer[held::stride] = pcm
+        buffer[held:] = pcm
         return buffer
 
     def process(self, pcm: PCM) -> PCM:
@@ -122,17 +136,26 @@ class Decimator(_FIRResampler):
     """Rate / factor: low-pass, then keep every ``factor``-th sample."""
 
     def __init__(self, factor: int) -> None:
-        super().__init__(factor, keep=TAPS_PER_PHASE * factor, stride=1)
-        self._taps = lowpass(factor)
+        super().__init__(factor, keep=TAPS_PER_PHASE * factor)
+        self._reversed = lowpass(factor)[::-1].copy()  # a window times these = one output
         self._phase = 0
 
     def process(self, pcm: PCM) -> PCM:
         n = len(pcm)
         if not n:
             return pcm
-        kept = np.convolve(self._load(pcm), self._taps, mode="valid")[self._phase :: self.factor]
+        buffer = self._load(pcm)
+        plan = self._plans.get(self._phase)
+        if plan is None:
+            # the outputs kept: filtered samples phase, phase + factor, ... below n
+            count = len(range(self._phase, n, self.factor))
+            plan = (_windows(buffer, self._phase, count, self.factor, len(self._reversed)),
+                    np.empty(count, np.float32))
+            self._plans[self._phase] = plan
+        windows, out = plan
+        np.dot(windows, self._reversed, out=out)
         self._phase = (self._phase - n) % self.factor
-        return _to_pcm(np.ascontiguousarray(kept))
+        return _to_pcm(out)
 
     def batch_key(self, n: int) -> tuple[int, ...] | None:
         return (self.factor, n, self._phase) if 0 < n <= MATRIX_LIMIT else None
@@ -149,22 +172,49 @@ class Decimator(_FIRResampler):
 
 
 class Interpolator(_FIRResampler):
-    """Rate x factor: insert zeros, then low-pass (gain ``factor`` keeps the level)."""
+    """Rate x factor: insert zeros, then low-pass (gain ``factor`` keeps the level).
+
+    The zeros are never stored: output ``factor * i + p`` is window i of the inputs
+    times phase p of the taps (polyphase), so each input is read once per phase."""
 
     def __init__(self, factor: int) -> None:
-        super().__init__(factor, keep=TAPS_PER_PHASE, stride=factor)
-        self._taps = lowpass(factor) * factor
+        super().__init__(factor, keep=TAPS_PER_PHASE)
+        self._phases = _polyphase(factor)
 
     def process(self, pcm: PCM) -> PCM:
-        if not len(pcm):
+        n = len(pcm)
+        if not n:
             return pcm
-        return _to_pcm(np.convolve(self._load(pcm), self._taps, mode="valid"))
+        buffer = self._load(pcm)
+        plan = self._plans.get(0)
+        if plan is None:
+            plan = (_windows(buffer, 0, n, 1, self._keep + 1),
+                    np.empty((n, self.factor), np.float32))
+            self._plans[0] = plan
+        windows, out = plan
+        np.dot(windows, self._phases, out=out)
+        return _to_pcm(out.reshape(-1))  # row i holds outputs factor*i .. factor*i+factor-1
 
     def batch_key(self, n: int) -> tuple[int, ...] | None:
         return (self.factor, n) if 0 < n <= MATRIX_LIMIT else None
 
     def matrix(self, n: int) -> _F32:
         return _interpolation_matrix(self.factor, n)
+
+
+def _polyphase(factor: int) -> _F32:
+    """(TAPS_PER_PHASE + 1) x factor: column p weighs a window of inputs into output phase p.
+
+    Zero-stuffed, input j of a window sits at position ``factor * j``; output phase p
+    of the filtered signal takes reversed tap ``factor * j - p`` from it."""
+    reversed_taps = (lowpass(factor) * factor)[::-1]
+    phases = np.zeros((TAPS_PER_PHASE + 1, factor), np.float32)
+    for j in range(TAPS_PER_PHASE + 1):
+        for p in range(factor):
+            tap = factor * j - p
+            if 0 <= tap < len(reversed_taps):
+                phases[j, p] = reversed_taps[tap]
+    return phases
 
 
 @lru_cache(maxsize=16)  # a few chunk sizes in practice; odd packet sizes must not pile up

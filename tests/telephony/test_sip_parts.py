@@ -11,7 +11,14 @@ import pytest
 from cascade.frames import AgentAudio
 from cascade.telephony import sip_message as sm
 from cascade.telephony.line import PhoneLine, callers_pcm
-from cascade.telephony.resampler import Decimator, Interpolator, process_batch, resampler
+from cascade.telephony.resampler import (
+    TAPS_PER_PHASE,
+    Decimator,
+    Interpolator,
+    lowpass,
+    process_batch,
+    resampler,
+)
 from cascade.telephony.rtp import DtmfReceiver, RtpPacket, RtpSender, TelephoneEvent
 from cascade.telephony.sdp import SdpError, answer, negotiate, parse_offer
 from cascade.telephony.sip_auth import SipAccess, digest_response, parse_authorization
@@ -166,6 +173,33 @@ def test_line_resamplers_keep_level_and_chunk_sizes() -> None:
     alias = (np.sin(2 * np.pi * 6000 * t) * 10000).astype(np.int16)  # above 4 kHz
     assert np.abs(resampler(16000, 8000).process(alias)[100:].astype(np.int32)).max() < 300
     assert len(resampler(8000, 22050).process(narrow)) > 0  # other rates: soxr
+
+
+@pytest.mark.parametrize("factor", [2, 3, 6])
+def test_streamed_resampling_equals_filtering_the_whole_signal_at_once(factor: int) -> None:
+    """Chunk by chunk (odd sizes, odd phases) gives what one convolution of the whole
+    zero-stuffed or decimated signal gives: no seams at chunk edges."""
+    taps = lowpass(factor)
+    keep = TAPS_PER_PHASE
+    low = _speechlike(0.5, 8000, 3)
+    stuffed = np.zeros(factor * (keep + len(low)), np.float64)
+    stuffed[factor * keep :: factor] = low
+    want_up = np.clip(np.rint(np.convolve(stuffed, taps * factor, mode="valid")), -32768, 32767)
+    high = _speechlike(0.5, 8000 * factor, 4)
+    padded = np.concatenate([np.zeros(keep * factor), high.astype(np.float64)])
+    want_down = np.clip(np.rint(np.convolve(padded, taps, mode="valid")[::factor]),
+                        -32768, 32767)
+    for kind, signal, want in ((Interpolator, low, want_up), (Decimator, high, want_down)):
+        streamed = kind(factor)
+        sizes = [160, 161, 7, 320, 1, 160, 999]
+        pieces, start = [], 0
+        while start < len(signal):
+            size = sizes[len(pieces) % len(sizes)]
+            pieces.append(streamed.process(signal[start : start + size]))
+            start += size
+        got = np.concatenate(pieces).astype(np.int32)
+        assert len(got) == len(want)
+        assert np.abs(got - want).max() <= 1  # float32 against float64 rounding only
 
 
 def _speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
