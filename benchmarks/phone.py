@@ -1,7 +1,8 @@
 """What a phone call costs the server: N concurrent calls at real-time pace, no models.
 
 Each call runs the real transport (SIP + RTP with the jitter buffer and 20 ms
-packets, or a Twilio Media Stream over a websocket), the G.711 codec and
+packets, or a Twilio Media Stream over a websocket whose caller echoes every
+``mark`` back as Twilio does), the G.711 codec and
 resampling both ways, and a Cascade graph of pass-through stages whose last one
 mirrors the caller's audio back as agent audio (so Playout paces it and the
 outbound path runs too). The server is a separate process pinned to one core;
@@ -359,11 +360,14 @@ async def twilio_calls(port: int, n: int) -> tuple[list[Any], list[Tally]]:
 
 
 async def twilio_ear(ws: Any, tally: Tally) -> None:
+    """Counts the agent's media and echoes each mark, as Twilio does once it played."""
     try:
         async for raw in ws:
             message = json.loads(raw)
             if message["event"] == "media":
                 tally.heard(base64.b64decode(message["media"]["payload"]), time.perf_counter())
+            elif message["event"] == "mark":
+                await ws.send(raw)
     except Exception:
         pass
 

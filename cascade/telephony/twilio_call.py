@@ -9,7 +9,7 @@ sending faster than real time or a stream of garbage is cut off. No bad input
 raises out of ``run``.
 
 Agent audio goes out through ``TwilioSink`` at the pace ``Playout`` sets: each
-20 ms frame as one ``media`` message, a ``mark`` every few frames and at each
+20 ms frame as one ``media`` message, a ``mark`` every second and at each
 clause end. Twilio echoes a mark once the audio before it has played, which
 confirms when the caller heard it (the ``playout_confirm`` histogram). Because
 audio is sent as it is due, Twilio's buffer holds only ``playout_lead``: on a
@@ -57,7 +57,8 @@ class CallLimits:
     max_bad_messages: int = 100
     outbox_frames: int = 250
     """Agent frames queued for a slow socket (5 s); older ones are dropped."""
-    mark_every: int = 5
+    mark_every: int = 50
+    """A mark after every this many 20 ms frames (1 s), besides one at each clause end."""
     playout_lead: float = 0.1
     """Seconds of agent audio sent ahead of time, so network jitter causes no gaps."""
 
@@ -105,7 +106,7 @@ class TwilioSink:
     """Plays agent audio into the stream: media, marks, and ``clear`` on a barge-in."""
 
     def __init__(self, line: PhoneLine, stream_sid: str, outbox: Outbox, clock: Clock,
-                 metrics: PhoneMetrics, mark_every: int = 5) -> None:
+                 metrics: PhoneMetrics, mark_every: int = 50) -> None:
         self.line = line
         self.stream_sid = stream_sid
         self.outbox = outbox
