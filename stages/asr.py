@@ -17,11 +17,12 @@ whose average log-probability is low is dropped (an empty final transcript
 still closes the segment, so the turn controller knows nothing was said).
 
 Every closed segment gets its final transcript, in segment order. When the
-recogniser fails (a refused connection, an HTTP 500, a timeout), the segment is
-heard as nothing: it gets an ``error`` span and an ``ErrorFrame`` like any stage
-error, and an empty final, so the turn controller stops waiting for it and the
-next segment is recognised as usual. A failed partial is only logged: the final
-is recognised afresh.
+recogniser fails (a refused connection, an HTTP 500, a timeout), the segment gets
+an ``error`` span and an ``ErrorFrame`` like any stage error, and its final is
+the last partial transcript of the segment (the words heard until then are not
+lost; the span says ``salvaged_partial``), or empty when there was none: the turn
+controller stops waiting for it either way, and the next segment is recognised as
+usual. A failed partial is only logged: the final is recognised afresh.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class ASRStage(Adapter):
         self._in_speech = False
         self._next_partial = 0.0
         self._partial: asyncio.Task[Covered] | None = None
+        self._segments = 0  # segments opened so far: the number of the open one
+        self._heard: Recognition | None = None  # the open segment's last partial result
         self._finals: asyncio.Task[None] | None = None  # the newest final recognition
 
     def recognize(self, audio: npt.NDArray[np.float32]) -> Recognition:
@@ -117,16 +120,18 @@ class ASRStage(Adapter):
                 self._remember(frame.time, pcm)
         elif isinstance(frame, SpeechStarted):
             self._in_speech = True
+            self._segments += 1
+            self._heard = None
             self._start_segment(frame.time - self.options.pre_roll)
             self._next_partial = self.options.partial_interval
             self.segment_started(self._segment_start, self._segment, frame.turn)
         elif isinstance(frame, SpeechStopped):
             # The segment closes here, in frame order; it is recognised off to the side
             # so caller audio keeps flowing in meanwhile, and finals come out in order.
-            audio, offset, partial = self._close_segment()
+            audio, offset, partial, heard = self._close_segment()
             recognition = self._stopped(frame, audio)
-            self._finals = asyncio.create_task(
-                self._final(frame, audio, offset, partial, recognition, self._finals))
+            self._finals = asyncio.create_task(self._final(
+                frame, audio, offset, partial, heard, recognition, self._finals))
 
     # --- hooks: a streaming recogniser overrides these instead of ``recognize`` ---
 
@@ -190,9 +195,11 @@ class ASRStage(Adapter):
         if self._partial is not None and not self._partial.done():
             return
         self._next_partial += interval
-        self._partial = asyncio.create_task(self._run_partial(turn, self._audio()))
+        self._partial = asyncio.create_task(
+            self._run_partial(turn, self._audio(), self._segments))
 
-    async def _run_partial(self, turn: int, audio: npt.NDArray[np.float32]) -> Covered:
+    async def _run_partial(self, turn: int, audio: npt.NDArray[np.float32],
+                           segment: int) -> Covered:
         """A partial transcript; returns (media time it covers up to, result), or None
         when recognition failed (logged: the final is recognised afresh)."""
         covered = self._segment_start + len(audio) / self.rate
@@ -206,6 +213,8 @@ class ASRStage(Adapter):
             return None
         if not self._in_speech or not result.text.strip():
             return covered, result
+        if segment == self._segments:
+            self._heard = result
         await self.push(Transcript(
             conversation=self.ctx.conversation, turn=turn, time=self.now(),
             text=result.text.strip(), final=False, avg_logprob=result.avg_logprob,
@@ -227,18 +236,20 @@ class ASRStage(Adapter):
         return None
 
     def _close_segment(self) -> tuple[npt.NDArray[np.float32], float,
-                                      asyncio.Task[Covered] | None]:
-        """End the open segment: its audio, its media start and its running partial."""
+                                      asyncio.Task[Covered] | None, Recognition | None]:
+        """End the open segment: its audio, its media start, its latest partial task and
+        what the partials before it heard."""
         self._in_speech = False
         audio = self._audio()
         partial, self._partial = self._partial, None
         self._segment, self._segment_samples = [], 0
         self._recent.clear()
         self._recent_samples = 0
-        return audio, self._segment_start, partial
+        heard, self._heard = self._heard, None
+        return audio, self._segment_start, partial, heard
 
     async def _final(self, stop: SpeechStopped, audio: npt.NDArray[np.float32], offset: float,
-                     partial: asyncio.Task[Covered] | None,
+                     partial: asyncio.Task[Covered] | None, heard_before: Recognition | None,
                      recognition: Callable[[], Awaitable[Recognition]],
                      before: asyncio.Task[None] | None) -> None:
         """The segment's final transcript, after the earlier ones: always pushed, empty
@@ -248,7 +259,7 @@ class ASRStage(Adapter):
         if before is not None:
             await before  # it does not raise: each final handles its own failure
         speech = stop.time - stop.started
-        reused = False
+        reused = salvaged = False
         reason: str | None
         try:
             if speech < self.options.min_speech:
@@ -259,17 +270,25 @@ class ASRStage(Adapter):
                 result = reusable or await recognition()
                 reason = self.rejected(result, speech)
         except Exception as exc:
-            result, reason = Recognition("", no_speech_prob=1.0), "error"
+            heard = _succeeded(partial) or heard_before
+            if heard is not None and heard.text.strip():
+                result, reason, outcome = heard, self.rejected(heard, speech), (
+                    "the last partial transcript stands in for the final")
+                salvaged = True
+            else:
+                result, reason, outcome = Recognition("", no_speech_prob=1.0), "error", (
+                    "heard as nothing: an empty final transcript closes it")
             await self._trace_error(
                 stop.turn, f"{type(exc).__name__}: {exc}", stop,
                 f"recognising the speech from {stop.started:.2f} s to {stop.time:.2f} s "
-                "(heard as nothing: an empty final transcript closes it)")
+                f"({outcome})")
         text = "" if reason else result.text.strip()
         words = () if reason else tuple(
             Word(w.text, w.start + offset, w.end + offset, w.probability) for w in result.words)
         span.end(text=text, rejected=reason, avg_logprob=round(result.avg_logprob, 3),
                  no_speech_prob=round(result.no_speech_prob, 3),
-                 audio_seconds=round(len(audio) / self.rate, 3), reused_partial=reused)
+                 audio_seconds=round(len(audio) / self.rate, 3), reused_partial=reused,
+                 salvaged_partial=salvaged)
         await self.push(Transcript(
             conversation=ctx.conversation, turn=stop.turn, time=self.now(), text=text,
             final=True, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
@@ -315,3 +334,11 @@ class ASRStage(Adapter):
 
 async def _raise(exc: Exception) -> Recognition:
     raise exc
+
+
+def _succeeded(partial: asyncio.Task[Covered] | None) -> Recognition | None:
+    """What a finished partial heard, or None (none ran, it failed, or it still runs)."""
+    if partial is None or not partial.done() or partial.cancelled() or partial.exception():
+        return None
+    done = partial.result()
+    return None if done is None else done[1]

@@ -192,3 +192,31 @@ def test_a_failed_partial_is_logged_and_the_final_is_recognised_afresh(
     assert warnings and all("partial transcript failed" in w and "partial refused" in w
                             for w in warnings)
 
+
+
+class FailingFinals(ASRStage):
+    """Partials (recognised while the caller speaks) hear the caller; the final fails."""
+
+    def __init__(self) -> None:
+        super().__init__(ASROptions(partial_interval=0.4))
+
+    def recognize(self, audio: npt.NDArray[np.float32]) -> Recognition:
+        if not self._in_speech:
+            raise ProviderError("final refused")
+        return Recognition("hello there", avg_logprob=-0.1, no_speech_prob=0.01)
+
+
+def test_a_failed_final_falls_back_to_the_last_partial_so_the_words_are_not_lost(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, "cascade.test"):
+        run, turn = converse(FailingFinals(), 1.5)
+    assert finals(run) == ["hello there"]
+    assert ends(run) == [(1, "hello there")]  # the agent answers what was heard
+    assert turn.pending_finals == 0
+    (error,) = run.trace.named("error")  # still a failure, traced and sent as one
+    assert error.attrs["error"] == "ProviderError: final refused"
+    assert len(error_frames(run)) == 1
+    (span,) = run.trace.named("asr")
+    assert span.attrs["salvaged_partial"] is True and span.attrs["rejected"] is None
+    (log,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "the last partial transcript stands in for the final" in log
