@@ -78,10 +78,15 @@ def parse_offer(body: bytes | str) -> AudioOffer:
 
 def _media(parts: list[str], address: str) -> AudioOffer:
     port = parts[1].split("/", 1)[0]
-    if not port.isdigit() or not 0 <= int(port) < 65536:
+    if not _digits(port) or not 0 <= int(port) < 65536:
         raise SdpError(f"audio port {parts[1]!r} is not a port number")
-    types = [int(p) for p in parts[3:] if p.isdigit() and int(p) < 128]
+    types = [int(p) for p in parts[3:] if _digits(p) and int(p) < 128]
     return AudioOffer(address, int(port), types)
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes '²', which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _connection(value: str) -> str:
@@ -101,9 +106,9 @@ def _attribute(offer: AudioOffer, value: str) -> None:
     if name == "rtpmap":
         number, _, encoding = rest.partition(" ")
         codec, _, rate = encoding.partition("/")
-        if number.isdigit() and rate.split("/")[0].isdigit():
+        if _digits(number) and _digits(rate.split("/")[0]):
             offer.rtpmap[int(number)] = (codec.strip(), int(rate.split("/")[0]))
-    elif name == "ptime" and rest.strip().isdigit():
+    elif name == "ptime" and _digits(rest.strip()):
         offer.ptime = int(rest.strip())
     elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
         offer.direction = name

@@ -23,7 +23,7 @@ REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 400: "Bad Request", 401: "U
            403: "Forbidden", 405: "Method Not Allowed", 481: "Call/Transaction Does Not Exist",
            486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
            500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable"}
-_START = re.compile(r"^(?:([A-Z]+) (\S+) SIP/2\.0|SIP/2\.0 (\d{3}) ?(.*))$")
+_START = re.compile(r"^(?:([A-Z]+) (\S+) SIP/2\.0|SIP/2\.0 ([0-9]{3}) ?(.*))$")
 _TAG = re.compile(r";\s*tag=([^;>\s]+)", re.IGNORECASE)
 _URI = re.compile(r"<([^>]*)>")
 
@@ -69,7 +69,7 @@ class SipMessage:
     @property
     def cseq(self) -> tuple[int, str]:
         number, _, method = self.get("CSeq").partition(" ")
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             raise SipError(f"CSeq {self.get('CSeq')!r} is not 'NUMBER METHOD'")
         return int(number), method.strip().upper()
 
@@ -133,7 +133,7 @@ def parse(data: bytes) -> SipMessage:
             raise SipError(f"malformed header line {line[:80]!r}")
         message.headers.append((header_name(name), value.strip()))
     declared = message.get("Content-Length", str(len(body))).strip()
-    if not declared.isdigit() or int(declared) > len(body):
+    if not (declared.isascii() and declared.isdigit()) or int(declared) > len(body):
         raise SipError(f"Content-Length {declared!r} does not match a body of {len(body)} "
                        "bytes")
     message.body = body[: int(declared)]

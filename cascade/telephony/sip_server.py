@@ -143,7 +143,7 @@ class SipServer(asyncio.DatagramProtocol):
             return  # keep-alive CRLFs
         try:
             message = sm.parse(data)
-        except sm.SipError as exc:
+        except Exception as exc:  # SipError, or anything else the parser did not foresee
             self.metrics.error("sip_malformed")
             log.debug("dropped a datagram from %s: %s", addr, exc)
             return

@@ -166,7 +166,7 @@ class TwilioCall:
         self.pipeline = pipeline
         self.metrics = metrics
         self.limits = limits
-        self.id = f"twilio-{ticket.call_sid or ticket.token[:8]}"
+        self.id = self.id_for(ticket.call_sid or ticket.token[:8])
         self.session = CallSession(self.id, pipeline, metrics, traces, on_call)
         self.clock = self.session.clock
         self.outbox = Outbox(limits.outbox_frames)
@@ -184,6 +184,11 @@ class TwilioCall:
         media = metrics.media
         self._accepted = media.labels("in", "accepted")
         self._dropped = media.labels("in", "dropped")
+
+    @staticmethod
+    def id_for(call_sid: str) -> str:
+        """The call id (in logs, traces and the active calls) of Twilio call ``call_sid``."""
+        return f"twilio-{call_sid}"
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write(), name=f"{self.id}:writer")
@@ -305,6 +310,7 @@ class TwilioCall:
         if not media.payload or len(media.payload) > self.limits.max_media_bytes:
             self._bad_input("bad_media_size")
             return
+        filled = 0
         if media.chunk is not None:
             last = self._last_chunk
             if last is not None and media.chunk <= last:
@@ -313,13 +319,16 @@ class TwilioCall:
             gap = 0 if last is None else media.chunk - last - 1
             self._last_chunk = media.chunk
             if 0 < gap <= self.limits.max_gap_frames:
-                self.metrics.media.labels("in", "gap_filled").inc(gap)
-                for _ in range(gap):
-                    conversation.offer_audio(line.caller_silence(FRAME_SAMPLES))
-        self._audio_in += len(media.payload) / 8000
+                filled = gap
+        # silence filling a gap is audio too: skipping chunk numbers cannot flood
+        self._audio_in += (len(media.payload) + filled * FRAME_SAMPLES) / 8000
         if self._audio_in > self.clock.now() - self._started_at + self.limits.flood_burst:
             self.metrics.error("flooding")
             raise Hangup(1008, "media arrives faster than real time")
+        if filled:
+            self.metrics.media.labels("in", "gap_filled").inc(filled)
+            for _ in range(filled):
+                conversation.offer_audio(line.caller_silence(FRAME_SAMPLES))
         if conversation.offer_audio(line.caller_pcm(media.payload)):
             self._accepted.inc()
         else:

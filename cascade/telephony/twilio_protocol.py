@@ -92,7 +92,7 @@ def _number(value: Any) -> int | None:
     """Twilio sends counters as strings of digits; anything else counts as absent."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
     return None
 

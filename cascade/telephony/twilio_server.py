@@ -88,14 +88,24 @@ class TicketBook:
         self.seconds = seconds
         self.limit = limit
         self._tickets: dict[str, Ticket] = {}
+        self._by_call: dict[str, Ticket] = {}
+        """Unused tickets by CallSid."""
 
     def issue(self, call_sid: str, parameters: dict[str, str]) -> Ticket | None:
+        """A ticket for the call; the same one again while the call's ticket is unused (a
+        webhook Twilio retried, or one replayed: either way one reserved place per call)."""
         self.sweep()
+        waiting = self._by_call.get(call_sid) if call_sid else None
+        if waiting is not None:
+            waiting.parameters = parameters
+            return waiting
         if len(self._tickets) >= self.limit:
             return None
         ticket = Ticket(secrets.token_urlsafe(24), call_sid, parameters,
                         time.monotonic() + self.seconds)
         self._tickets[ticket.token] = ticket
+        if call_sid:
+            self._by_call[call_sid] = ticket
         self.book.reserve()
         return ticket
 
@@ -103,13 +113,14 @@ class TicketBook:
         self.sweep()
         ticket = self._tickets.pop(token, None)
         if ticket is not None:
+            self._by_call.pop(ticket.call_sid, None)
             self.book.release()
         return ticket
 
     def sweep(self) -> None:
         now = time.monotonic()
         for token in [t for t, ticket in self._tickets.items() if ticket.expires < now]:
-            del self._tickets[token]
+            self._by_call.pop(self._tickets.pop(token).call_sid, None)
             self.book.release()
 
 
@@ -171,11 +182,12 @@ class TwilioEndpoint:
         return valid
 
     async def voice(self, request: Request) -> Response:
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit() or int(declared) > MAX_WEBHOOK_BYTES:
+        body = await _bounded_body(request, MAX_WEBHOOK_BYTES)
+        if body is None:
             self.metrics.error("webhook_too_large")
-            return PlainTextResponse("request body too large\n", status_code=413)
-        body = await request.body()
+            return PlainTextResponse(f"request body too large (a voice webhook is a small "
+                                     f"form; at most {MAX_WEBHOOK_BYTES} bytes)\n",
+                                     status_code=413)
         try:
             form = ImmutableMultiDict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         except (UnicodeDecodeError, ValueError):
@@ -194,6 +206,10 @@ class TwilioEndpoint:
             return PlainTextResponse(f"not taking calls ({refused})\n", status_code=503,
                                      headers={"Retry-After": "5"})
         call_sid = form.get("CallSid", "")
+        if call_sid and TwilioCall.id_for(call_sid) in self.calls.active:
+            self.metrics.call("duplicate_call")
+            return PlainTextResponse(f"call {call_sid} already has a media stream\n",
+                                     status_code=409)
         parameters = {"from": form.get("From", ""), "to": form.get("To", ""),
                       "call_sid": call_sid}
         if self.settings.parameters is not None:
@@ -255,6 +271,23 @@ class TwilioEndpoint:
     async def drain(self, timeout: float | None = None) -> bool:
         """Stop taking calls and wait for those in progress; False if ``timeout`` passed."""
         return await self.calls.drain(timeout)
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None once it declares or sends more than ``limit`` bytes
+    (a chunked body declares nothing: it is counted as it arrives, never buffered whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and not (declared.isascii() and declared.isdigit()
+                                     and int(declared) <= limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_app(pipeline: Pipeline, settings: TwilioSettings) -> TwilioEndpoint:

@@ -56,6 +56,9 @@ async def test_garbage_on_a_live_call_is_counted_and_ignored() -> None:
             await caller.send(text)
         await caller.ws.send(b"\x00\x01binary")
         await caller.send(caller.media(ULAW_SILENCE * 100))  # two seconds in one message
+        superscript = caller.media(ULAW_SILENCE)
+        superscript["media"]["chunk"] = "\u00b2"  # str.isdigit() says yes, int() says no
+        await caller.send(superscript)
         for chunk in (1, 2, 2, 4, 3, 5):  # a duplicate, a gap, a late one
             await caller.send(caller.media(ULAW_SILENCE, chunk=chunk))
         caller.chunk = 5
@@ -76,6 +79,7 @@ async def test_garbage_on_a_live_call_is_counted_and_ignored() -> None:
     assert count(healthy,
                  'cascade_phone_media_frames_total{direction="in",fate="accepted"}') >= 10
     assert count(healthy, "cascade_phone_active_calls") == 1
+    assert count(healthy, 'cascade_phone_errors_total{kind="internal"}') == 0
     assert stream  # the call survived all of it
 
 
@@ -95,6 +99,14 @@ async def test_wrong_codec_flooding_idle_and_vanishing_clients() -> None:
             pass
         assert await closed(flood) == 1008
 
+        skipper = await TwilioCaller(await answer(base)).connect()
+        try:  # one byte per message, each skipping 50 chunk numbers: 1 s of filled silence
+            for message in range(1, 100):
+                await skipper.send(skipper.media(b"\xff", chunk=message * 51))
+        except websockets.ConnectionClosed:
+            pass
+        assert await closed(skipper) == 1008
+
         before_start = await TwilioCaller(await answer(base)).connect(send_start=False)
         await before_start.send(before_start.media(ULAW_SILENCE))
         assert await closed(before_start, 3) == 1001  # idle: never started
@@ -113,7 +125,7 @@ async def test_wrong_codec_flooding_idle_and_vanishing_clients() -> None:
         metrics = await metrics_of(base)
     assert count(metrics, "cascade_phone_active_calls") == 0
     assert count(metrics, 'cascade_phone_calls_total{outcome="bad_media_format"}') == 2
-    assert count(metrics, 'cascade_phone_errors_total{kind="flooding"}') == 1
+    assert count(metrics, 'cascade_phone_errors_total{kind="flooding"}') == 2
     assert count(metrics, 'cascade_phone_errors_total{kind="idle_timeout"}') == 2
     assert count(metrics, 'cascade_phone_errors_total{kind="vanished"}') == 1
     assert count(metrics, 'cascade_phone_errors_total{kind="media_before_start"}') == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 import numpy as np
@@ -105,6 +106,47 @@ async def test_webhook_signatures_good_bad_missing() -> None:
         assert refused.status_code == 403
         assert "<Stream" not in refused.text
     assert too_big.status_code == 413
+
+
+async def test_a_chunked_webhook_body_is_refused_once_too_large_not_buffered_whole() -> None:
+    """No Content-Length (chunked): the body is counted as it arrives, and refused past
+    the limit while the client is still sending, long before a huge body would be read."""
+    async with serving(endpoint()) as base:
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /twilio/voice HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n"
+                     b"X-Twilio-Signature: junk\r\n\r\n")
+        chunk = b"a" * 65536
+        status = asyncio.ensure_future(reader.readline())
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while not status.done() and sent < 200:  # 200 x 64 KiB = 12.5 MiB at most
+                writer.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                await writer.drain()
+                sent += 1
+                await asyncio.sleep(0.005)
+        line = await asyncio.wait_for(status, 5)
+        writer.close()
+    assert line.startswith(b"HTTP/1.1 413")
+    assert sent < 100  # answered while the body was still coming
+
+
+async def test_a_replayed_webhook_reserves_one_place_and_an_answered_call_no_second(
+        ) -> None:
+    async with serving(endpoint(max_calls=3)) as base:
+        urls = [await answer(base) for _ in range(5)]  # a retry, or a captured replay
+        async with httpx.AsyncClient() as client:
+            ready = (await client.get(base + "/readyz")).json()
+        assert len(set(urls)) == 1 and ready["ready"]
+        caller = await TwilioCaller(urls[0]).connect()
+        await caller.silence(0.1)
+        again = await webhook(base, TOKEN, CALL)
+        assert again.status_code == 409 and "already has a media stream" in again.text
+        other = await answer(base, {**CALL, "CallSid": "CA0002"})
+        assert other != urls[0]
+        await caller.hang_up()
 
 
 async def test_webhook_behind_a_proxy_checks_the_public_url() -> None:
