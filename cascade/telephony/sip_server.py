@@ -299,6 +299,11 @@ class SipServer(asyncio.DatagramProtocol):
         self.calls.release()
         dialog.reserved = False
         await call.start()
+        if dialog.cancelled or self.dialogs.get(invite.call_id) is not dialog:
+            # CANCEL (or a hang-up) came while the stages started: end it, unanswered
+            await call.stop()
+            self.calls.end(call.id)
+            return
         dialog.answer = answer(negotiated, media_host, socket_.port, random.getrandbits(31))
         self.metrics.call("answered")
         ok = sm.response(invite, 200, to_tag=dialog.local_tag, source=addr, body=dialog.answer,

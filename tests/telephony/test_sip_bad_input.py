@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import numpy as np
+import pytest
 
+from cascade.conversation import Conversation
 from cascade.telephony import g711, sip_message
 from cascade.telephony.rtp import RtpPacket
 from cascade.telephony.sip_auth import SipAccess, digest_response, parse_authorization
@@ -80,6 +83,37 @@ async def test_cancel_while_ringing_gives_487() -> None:
         await caller.expect(487)
         await asyncio.sleep(1.2)
         assert not server.dialogs and not server.calls.active
+        caller.close()
+
+
+async def test_cancel_while_the_stages_start_ends_the_call_unanswered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CANCEL that lands while the conversation's stages start (a stage connecting to a
+    remote service) must not be answered with 200 OK afterwards, nor leave the call."""
+    started = Conversation.start
+
+    async def slow_start(self: Conversation) -> None:
+        await asyncio.sleep(0.3)
+        await started(self)
+
+    monkeypatch.setattr(Conversation, "start", slow_start)
+    async with sip_server() as (server, _, _):
+        caller = SipCaller(("127.0.0.1", server.port))
+        invite, branch = caller.request("INVITE", offer(caller.rtp_port))
+        caller.send(invite)
+        await caller.expect(180)
+        await asyncio.sleep(0.1)  # the call is admitted; its stages are starting
+        assert len(server.calls.active) == 1
+        caller.send(caller.request("CANCEL", branch=branch, cseq=1)[0])
+        answers = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                reply = await caller.receive(1.0)
+                answers.append((reply.status, reply.cseq[1]))
+        assert (200, "CANCEL") in answers and (487, "INVITE") in answers
+        assert (200, "INVITE") not in answers
+        assert not server.calls.active and not server.dialogs
+        assert await server.drain(1.0)
         caller.close()
 
 
