@@ -3,7 +3,10 @@
 ``SipAccess.check`` answers one INVITE: allowed (from a trusted network, or
 with a valid digest response), a challenge to send (401 with a fresh nonce),
 or a refusal (403). Nonces are stateless: a timestamp signed with a per-process
-secret, valid for ``nonce_seconds``, so a flood of INVITEs stores nothing.
+secret, valid for ``nonce_seconds``, so a flood of INVITEs stores nothing. Only a
+response that verified is remembered: its nonce count must grow (``qop=auth``),
+or, without qop, its nonce is spent, so captured credentials cannot be replayed;
+the digest's ``uri`` must address the request's host and port.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import ipaddress
 import re
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,6 +41,13 @@ def digest_response(username: str, password: str, realm: str, method: str, uri: 
     return _md5(f"{ha1}:{nonce}:{ha2}")
 
 
+def _target(uri: str) -> str:
+    """Host and port a SIP URI addresses, lower-cased: what a digest's ``uri`` must share
+    with the request's (clients differ on the user part: sipp leaves it out)."""
+    address = uri.partition(":")[2].rpartition("@")[2]
+    return address.split(";", 1)[0].split("?", 1)[0].lower()
+
+
 def parse_authorization(value: str) -> dict[str, str]:
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "digest":
@@ -54,9 +65,12 @@ class SipAccess:
     realm: str = "cascade"
     nonce_seconds: float = 300.0
     _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    USED_LIMIT = 4096
+    """Verified nonces remembered (their highest nonce count), newest kept."""
 
     def __post_init__(self) -> None:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in self.allow]
+        self._used: OrderedDict[str, int] = OrderedDict()
 
     def trusted(self, address: str) -> bool:
         try:
@@ -99,9 +113,31 @@ class SipAccess:
             return "refuse"
         if credentials.get("algorithm", "MD5").upper() != "MD5":
             return "refuse"
+        if _target(credentials.get("uri", "")) != _target(request.uri):
+            return "refuse"  # a digest computed for a request to somewhere else
         expected = digest_response(
             credentials["username"], password, self.realm, request.method,
             credentials.get("uri", ""), credentials["nonce"], credentials.get("qop", ""),
             credentials.get("nc", ""), credentials.get("cnonce", ""))
-        ok = hmac.compare_digest(expected, credentials.get("response", ""))
-        return "allow" if ok else "refuse"
+        if not hmac.compare_digest(expected, credentials.get("response", "")):
+            return "refuse"
+        if not self._first_use(credentials["nonce"], credentials.get("qop", ""),
+                               credentials.get("nc", "")):
+            return "challenge"  # replayed: whoever sent it must answer a fresh nonce
+        return "allow"
+
+    def _first_use(self, nonce: str, qop: str, nc: str) -> bool:
+        """Whether these verified credentials are new: a higher nonce count for their
+        nonce (qop=auth), or a nonce never used before (no qop)."""
+        try:
+            count = int(nc, 16) if qop else 0
+        except ValueError:
+            return False
+        last = self._used.get(nonce)
+        if last is not None and (not qop or count <= last):
+            return False
+        self._used[nonce] = count
+        self._used.move_to_end(nonce)
+        while len(self._used) > self.USED_LIMIT:
+            self._used.popitem(last=False)
+        return True

@@ -141,6 +141,15 @@ async def test_untrusted_callers_need_the_right_password() -> None:
         await caller.expect(401)  # a nonce we never issued: challenged again
         await caller.call_with([login("wonderland", challenge["nonce"])])
         await caller.hang_up()
+        replay = SipCaller(("127.0.0.1", server.port))  # the same header, captured
+        replay.send(replay.request("INVITE", offer(replay.rtp_port),
+                                   [login("wonderland", challenge["nonce"])])[0])
+        await replay.expect(401)  # a nonce count already used: challenged, not let in
+        other_uri = login("wonderland", challenge["nonce"]).replace(
+            f'uri="{uri}"', 'uri="sip:agent@10.9.8.7:5060"')
+        replay.send(replay.request("INVITE", offer(replay.rtp_port), [other_uri])[0])
+        await replay.expect(403)  # a digest for another request URI
+        replay.close()
         nobody = SipAccess(allow=["10.0.0.0/8"])
         assert nobody.check(caller_invite(caller), "127.0.0.1") == "refuse"
         caller.close()
