@@ -174,6 +174,9 @@ def serve(
     token: Annotated[str | None, typer.Option("--token", help="required from clients when "
                                               "bound to a non-loopback address")] = None,
     phone: Annotated[bool, typer.Option("--phone", help="shorthand for --protocol twilio")] = False,
+    http_port: Annotated[int | None, typer.Option(
+        "--http-port", help="sip: HTTP port of /healthz /readyz /metrics (default: the SIP "
+        "port + 1)")] = None,
 ) -> None:
     """Serve a pipeline: a browser voice page, an OpenAI-Realtime-compatible websocket,
     or a phone endpoint (Twilio Media Streams, SIP/RTP)."""
@@ -192,7 +195,11 @@ def serve(
     try:
         config = _pipeline(pipeline)
         run_server = _entry(servers[chosen], "serve", _SERVER_EXTRAS[chosen])
-        run_server(config, host=host, port=port, token=token, console=out)
+        extra = {"http_port": http_port} if chosen == "sip" else {}
+        if http_port is not None and chosen != "sip":
+            raise fail("--http-port is for --protocol sip (the other servers answer "
+                       "/healthz /readyz /metrics on --port)")
+        run_server(config, host=host, port=port, token=token, console=out, **extra)
     except CascadeError as exc:
         raise fail(str(exc)) from None
 

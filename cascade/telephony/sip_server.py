@@ -27,6 +27,7 @@ from cascade.config import PipelineConfig
 from cascade.conversation import Pipeline
 from cascade.telephony import sip_message as sm
 from cascade.telephony.calls import CallBook, CallHook, TraceFactory, run_server
+from cascade.telephony.operations import OperationsServer
 from cascade.telephony.rtp import open_media_socket
 from cascade.telephony.sdp import Negotiated, SdpError, answer, negotiate, parse_offer
 from cascade.telephony.sip_auth import SipAccess
@@ -402,11 +403,13 @@ class SipServer(asyncio.DatagramProtocol):
 
 def serve(config: PipelineConfig, *, host: str = "127.0.0.1", port: int = 5060,
           token: str | None = None, console: Any = None, drain_seconds: float = 3600.0,
-          ) -> None:
+          http_port: int | None = None) -> None:
     """Run the SIP server until SIGTERM (drains calls) or ^C.
 
     Callers from loopback are trusted; others need digest auth as user ``cascade``
     with ``token`` as the password (or CASCADE_SIP_ALLOW=net1,net2 to trust networks).
+    ``/healthz``, ``/readyz`` and ``/metrics`` are served over HTTP on ``http_port``
+    (default: the SIP port + 1).
     """
     from cascade.run_command import load_for_serving
 
@@ -421,10 +424,18 @@ def serve(config: PipelineConfig, *, host: str = "127.0.0.1", port: int = 5060,
     async def main() -> None:
         server = SipServer(pipeline, settings)
         await server.start()
+        operations = OperationsServer(server.calls, server.metrics, host,
+                                      server.port + 1 if http_port is None else http_port)
+        try:
+            await operations.start()
+        except Exception:
+            await server.stop()
+            raise
         if console is not None:
             console.print(f"SIP server on udp://{host}:{server.port} "
                           f"(trusted: {', '.join(access.allow) or 'none'}; digest users: "
-                          f"{', '.join(access.users) or 'none'})")
+                          f"{', '.join(access.users) or 'none'}); /healthz /readyz /metrics "
+                          f"on http://{host}:{operations.port}")
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -439,5 +450,6 @@ def serve(config: PipelineConfig, *, host: str = "127.0.0.1", port: int = 5060,
             await stopping.wait()
         finally:
             await server.stop()
+            await operations.stop()
 
     run_server(main())

@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from twilio import request_validator  # type: ignore[import-untyped]
@@ -48,7 +48,8 @@ from cascade.config import PipelineConfig
 from cascade.conversation import Pipeline
 from cascade.errors import ConfigError
 from cascade.telephony.calls import CallBook, CallHook, TraceFactory
-from cascade.telephony.telemetry import CONTENT_TYPE, PhoneMetrics
+from cascade.telephony.operations import operations_routes
+from cascade.telephony.telemetry import PhoneMetrics
 from cascade.telephony.twilio_call import CallLimits, Ticket, TwilioCall
 
 log = logging.getLogger("cascade.telephony")
@@ -141,9 +142,7 @@ class TwilioEndpoint:
         self.app = Starlette(routes=[
             Route(settings.webhook_path, self.voice, methods=["POST"]),
             WebSocketRoute(settings.media_path + "/{token}", self.media, name="media"),
-            Route("/healthz", self.healthz),
-            Route("/readyz", self.readyz),
-            Route("/metrics", self.prometheus),
+            *operations_routes(self.calls, self.metrics),
         ])
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -255,18 +254,6 @@ class TwilioEndpoint:
             self.calls.end(call.id)
 
     # --- operations --------------------------------------------------------
-
-    async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(self, request: Request) -> Response:
-        refused = self.calls.admit()
-        body = {"ready": refused is None, "active_calls": len(self.calls.active),
-                "draining": self.calls.draining}
-        return JSONResponse(body, status_code=200 if refused is None else 503)
-
-    async def prometheus(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Stop taking calls and wait for those in progress; False if ``timeout`` passed."""

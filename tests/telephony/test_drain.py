@@ -93,8 +93,10 @@ async def test_sigterm_finishes_calls_in_progress_and_refuses_new_ones(
 
 
 async def test_sip_server_drains_on_sigterm_too(tmp_path: Path) -> None:
-    port = free_port(socket.SOCK_DGRAM)
-    process, log = start(tmp_path, "--protocol", "sip", "--port", str(port))
+    port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    ops = f"http://127.0.0.1:{http_port}"
+    process, log = start(tmp_path, "--protocol", "sip", "--port", str(port),
+                         "--http-port", str(http_port))
     try:
         caller = SipCaller(("127.0.0.1", port))
         for _ in range(600):  # until the server answers OPTIONS
@@ -105,15 +107,23 @@ async def test_sip_server_drains_on_sigterm_too(tmp_path: Path) -> None:
             except (TimeoutError, AssertionError):
                 assert process.poll() is None, log.read_text()
         await caller.call()
-        process.send_signal(signal.SIGTERM)
-        for _ in range(200):
-            if draining(log):
-                break
-            await asyncio.sleep(0.05)
-        late = SipCaller(("127.0.0.1", port))
-        late.send(late.request("INVITE", offer(late.rtp_port))[0])
-        await late.expect(503)
-        assert process.poll() is None  # the call in progress keeps it running
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(ops + "/healthz")).json() == {"status": "ok"}
+            ready = await client.get(ops + "/readyz")
+            assert ready.status_code == 200 and ready.json()["active_calls"] == 1
+            process.send_signal(signal.SIGTERM)
+            for _ in range(200):
+                if draining(log):
+                    break
+                await asyncio.sleep(0.05)
+            late = SipCaller(("127.0.0.1", port))
+            late.send(late.request("INVITE", offer(late.rtp_port))[0])
+            await late.expect(503)
+            assert process.poll() is None  # the call in progress keeps it running
+            draining_now = await client.get(ops + "/readyz")  # a load balancer sees it
+            assert draining_now.status_code == 503 and draining_now.json()["draining"]
+            metrics = (await client.get(ops + "/metrics")).text
+            assert "cascade_phone_active_calls 1.0" in metrics
         await caller.hang_up()
         exit_code = await asyncio.to_thread(process.wait, 10)
         caller.close()
