@@ -147,7 +147,7 @@ def build_track(scenario: Scenario, suite: Suite, voice: Voice, seed: int) -> Ca
         mixed = mixed + make_noise(scenario.noise.type, length, rate, rng) * gain
     pcm: PCM = np.clip(np.round(mixed), -32768, 32767).astype(np.int16)
     if scenario.channel == "telephone":
-        pcm = telephone(pcm, rate)
+        pcm = telephone(pcm, rate, scenario.network)
     return CallerTrack(scenario, rate, pcm, placed, clean)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from cascade.audio import resample
+from cascade.evaluation.network import received
+from cascade.evaluation.scenarios import Network
 from cascade.frames import PCM
 from cascade.telephony import g711
 
@@ -32,13 +34,15 @@ def band_limit(pcm: PCM, rate: int, low: float, high: float, low_order: int = 2,
     return out
 
 
-def telephone(pcm: PCM, rate: int) -> PCM:
-    """The caller as heard over a phone line: 8 kHz, 300-3400 Hz, mu-law, back to ``rate``.
+def telephone(pcm: PCM, rate: int, network: Network | None = None) -> PCM:
+    """The caller as heard over a phone line: 8 kHz, 300-3400 Hz, mu-law, back to ``rate``
+    (through ``network``'s packet loss and jitter when given: ``evaluation.network``).
 
     The band's skirts are gentle below 300 Hz (12 dB per octave, like an analogue
     line's coupling) and steep above 3400 Hz (the codec's anti-alias filter)."""
     narrow = band_limit(resample(pcm, rate, TELEPHONE_RATE), TELEPHONE_RATE, *TELEPHONE_BAND)
-    line = g711.ulaw_decode(g711.ulaw_encode(narrow))
+    encoded = g711.ulaw_encode(narrow)
+    line = g711.ulaw_decode(encoded) if network is None else received(encoded, network)
     out = resample(line, TELEPHONE_RATE, rate)
     if len(out) != len(pcm):  # soxr may be a sample off; the track keeps its length
         out = np.pad(out, (0, max(0, len(pcm) - len(out))))[: len(pcm)]

@@ -138,6 +138,27 @@ class Noise(Strict):
         return self
 
 
+class Network(Strict):
+    """The packet network under a telephone line: 20 ms RTP packets through loss, jitter,
+    reordering, duplicates and silence suppression, into a receiver's jitter buffer."""
+
+    loss: float = Field(0.0, ge=0.0, le=1.0, description="probability a packet is lost")
+    burst: float = Field(0.0, ge=0.0, le=1.0, description="probability the packet after "
+                         "a lost one is lost too")
+    jitter: float = Field(0.0, ge=0.0, le=1.0, description="extra delay per packet, "
+                          "uniform in [0, jitter] seconds")
+    reorder: float = Field(0.0, ge=0.0, le=1.0, description="probability a packet "
+                           "arrives after the next one")
+    duplicate: float = Field(0.0, ge=0.0, le=1.0)
+    dtx: bool = Field(False, description="silence suppression: silent stretches are not "
+                      "sent, one comfort-noise packet stands in")
+    silent_below_dbfs: float = Field(-55.0, le=0.0, description="dtx: a packet whose "
+                                     "peak is below this counts as silent")
+    jitter_buffer: int = Field(3, ge=1, le=25, description="20 ms frames the receiver "
+                               "buffers before playing (packets later than that are lost)")
+    seed: int = 0
+
+
 class Scenario(Strict):
     """One call: caller events on a timeline, the line it goes over, the noise under it."""
 
@@ -150,8 +171,17 @@ class Scenario(Strict):
     channel: Literal["wideband", "telephone"] = Field(
         "wideband", description="telephone: 300-3400 Hz, 8 kHz G.711 mu-law round trip")
     noise: Noise | None = None
+    network: Network | None = Field(None, description="packet loss, jitter, reordering, "
+                                    "comfort-noise gaps under a telephone line")
     expect_silence: bool = Field(False, description="the agent must not speak at all")
     events: list[Event] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _network_needs_a_phone_line(self) -> Scenario:
+        if self.network is not None and self.channel != "telephone":
+            raise ValueError("network impairments are for a phone line: add "
+                             "'channel: telephone' to the scenario")
+        return self
 
     @model_validator(mode="after")
     def _snr_needs_speech(self) -> Scenario:

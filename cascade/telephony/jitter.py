@@ -69,6 +69,16 @@ class JitterBuffer:
     def started(self) -> bool:
         return self._next is not None
 
+    @property
+    def playout_timestamp(self) -> int | None:
+        """The (unwrapped) RTP timestamp the next frame ``pop`` plays starts at, or None
+        before the first packet (a frame skipped to catch up is not counted ahead)."""
+        if self._next is None or self._wait > 0:
+            return None
+        if self._newest - self._next > self.max_delay * self.frame:
+            return self._next + self.frame
+        return self._next
+
     def _extend(self, timestamp: int) -> int:
         delta = (timestamp - self._reference + 2**31) % 2**32 - 2**31
         self._reference += delta
