@@ -1,13 +1,15 @@
 """Phone calls through the embedded local models: the caller's words survive the phone line.
 
 Real recorded speech, narrowed to 8 kHz μ-law by sox, goes through each transport
-(a Twilio Media Stream; RTP through a lossy, jittery network) into faster-whisper;
+(a Twilio Media Stream; sipp's rtp_stream; RTP through a lossy, jittery network) into
+faster-whisper;
 the transcript must match the reference, and the agent's spoken reply must come back.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +24,8 @@ from cascade.telephony.twilio_server import TwilioEndpoint, TwilioSettings
 from tests.conftest import needs_models, wer
 from tests.telephony.conftest import CLIPS, serving
 from tests.telephony.sip_caller import SipCaller
-from tests.telephony.test_sip_server import settled, sip_server
+from tests.telephony.sipp_runner import caller_scenario, run_sipp
+from tests.telephony.test_sip_server import AgentEar, settled, sip_server
 from tests.telephony.twilio_caller import TwilioCaller, stream_url, webhook
 
 pytestmark = needs_models
@@ -60,6 +63,25 @@ async def test_twilio_call_transcript(local: Pipeline, ulaw: dict[str, bytes]) -
     assert wer(CLIPS["0930"], heard(spans)) <= 0.25, heard(spans)
     played = np.concatenate([pcm for _, pcm in caller.heard.chunks])
     assert np.abs(played.astype(np.int32)).max() > 1000  # Piper's voice, through μ-law
+
+
+async def test_a_sipp_call_is_transcribed_by_the_local_models_and_hears_the_reply(
+        local: Pipeline, ulaw_dir: Path, tmp_path: Path) -> None:
+    """sipp streams the recording with rtp_stream; faster-whisper must hear its words."""
+    ear = AgentEar()
+    listening = asyncio.create_task(ear.listen())
+    async with sip_server(local) as (server, traces, _):
+        scenario = caller_scenario(ulaw_dir / "0930.ulaw", ear.port, 12000)
+        result = await run_sipp(server.port, scenario, tmp_path, timeout=60)
+        await settled(server)
+    listening.cancel()
+    assert result.ok, result.output  # INVITE, media, BYE answered 200: a clean hang-up
+    (trace,) = traces.values()
+    assert wer(CLIPS["0930"], heard(trace)) <= 0.25, heard(trace)
+    voiced = [p for p in ear.packets
+              if np.abs(g711.ulaw_decode(p.payload).astype(np.int32)).max() > 1000]
+    assert len(voiced) * 0.02 > 1.0  # Piper's reply came back as RTP
+    assert not server.dialogs
 
 
 async def test_sip_call_through_a_bad_network(local: Pipeline, ulaw: dict[str, bytes]) -> None:
