@@ -211,10 +211,9 @@ class ASRStage(Adapter):
                             "conversation %s (%s: %s); the final one is recognised afresh",
                             self.name, turn, ctx.conversation, type(exc).__name__, exc)
             return None
-        if not self._in_speech or not result.text.strip():
-            return covered, result
-        if segment == self._segments:
-            self._heard = result
+        if segment != self._segments or not self._in_speech or not result.text.strip():
+            return covered, result  # another segment's, or heard nothing: not shown
+        self._heard = result
         await self.push(Transcript(
             conversation=self.ctx.conversation, turn=turn, time=self.now(),
             text=result.text.strip(), final=False, avg_logprob=result.avg_logprob,
@@ -270,8 +269,9 @@ class ASRStage(Adapter):
                 result = reusable or await recognition()
                 reason = self.rejected(result, speech)
         except Exception as exc:
-            heard = _succeeded(partial) or heard_before
-            if heard is not None and heard.text.strip():
+            heard = next((r for r in (_succeeded(partial), heard_before)
+                          if r is not None and r.text.strip()), None)
+            if heard is not None:
                 result, reason, outcome = heard, self.rejected(heard, speech), (
                     "the last partial transcript stands in for the final")
                 salvaged = True

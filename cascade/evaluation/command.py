@@ -111,6 +111,8 @@ def assemble(suite: Suite, suite_file: Path, systems: Sequence[System],
             "description": t.scenario.description, "tags": t.scenario.tags,
             "channel": t.scenario.channel,
             "noise": None if t.scenario.noise is None else t.scenario.noise.model_dump(),
+            "network": (None if t.scenario.network is None
+                        else t.scenario.network.model_dump()),
             "expect_silence": t.scenario.expect_silence,
             "track_sha256": t.sha256, "seconds": round(t.seconds, 3),
             "order": run_order(names, t.scenario.id, seed),

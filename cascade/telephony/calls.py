@@ -125,6 +125,7 @@ class CallSession:
         self.on_call = on_call
         self.conversation: Conversation | None = None
         self._sinks: list[TraceSink] = [metrics.call_trace()]
+        self._ended = False
 
     async def start(self, sink: AudioSink, lead: float, parameters: dict[str, str]
                     ) -> Conversation:
@@ -136,6 +137,9 @@ class CallSession:
         if isinstance(playout, Playout):
             playout.lead = lead
         await conversation.start()
+        if self._ended:  # the call ended while its stages started: no hooks, no start
+            await self._stop(conversation)
+            return conversation
         self.conversation = conversation
         if self.on_call is not None:
             self.on_call(conversation, parameters)
@@ -149,12 +153,17 @@ class CallSession:
                      data=data)
 
     async def stop(self) -> None:
+        """End the call; if it is still starting, ``start`` stops the conversation."""
+        self._ended = True
         conversation, self.conversation = self.conversation, None
         if conversation is not None:
-            try:
-                await conversation.stop()
-            except Exception:  # a stage failing to stop must not leak the call
-                log.exception("%s: stopping the conversation failed", self.id)
+            await self._stop(conversation)
         for sink in self._sinks:
             sink.close()
         self._sinks = []
+
+    async def _stop(self, conversation: Conversation) -> None:
+        try:
+            await conversation.stop()
+        except Exception:  # a stage failing to stop must not leak the call
+            log.exception("%s: stopping the conversation failed", self.id)

@@ -61,6 +61,9 @@ class OperationsServer:
     async def start(self) -> None:
         import uvicorn
 
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"HTTP port {self.port} for /healthz /readyz /metrics is not a "
+                              "port number (0-65535): pass --http-port")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

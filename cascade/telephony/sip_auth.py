@@ -65,8 +65,9 @@ class SipAccess:
     realm: str = "cascade"
     nonce_seconds: float = 300.0
     _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
-    USED_LIMIT = 4096
-    """Verified nonces remembered (their highest nonce count), newest kept."""
+    USED_LIMIT = 65536
+    """Verified nonces remembered at most; expired ones are forgotten first (a nonce
+    dropped before it expired could be replayed, so this is sized far above load)."""
 
     def __post_init__(self) -> None:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in self.allow]
@@ -138,6 +139,7 @@ class SipAccess:
             return False
         self._used[nonce] = count
         self._used.move_to_end(nonce)
-        while len(self._used) > self.USED_LIMIT:
+        while self._used and (len(self._used) > self.USED_LIMIT
+                              or not self._fresh(next(iter(self._used)))):
             self._used.popitem(last=False)
         return True

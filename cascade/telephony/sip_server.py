@@ -334,6 +334,8 @@ class SipServer(asyncio.DatagramProtocol):
         if dialog.answer:  # already answered: the caller must send BYE instead
             return
         dialog.cancelled = True
+        if dialog.call is not None:  # its stages may be starting: they stop, unannounced
+            self.spawn(dialog.call.stop())
         self.metrics.call("cancelled")
         self._reply(dialog.invite, dialog.source, 487, to_tag=dialog.local_tag)
         self.dialogs.pop(cancel.call_id, None)

@@ -65,7 +65,8 @@ class TwilioSettings:
     """The account's auth token: webhooks whose signature it does not verify get 403."""
     public_url: str | None = None
     """Base URL Twilio calls (https://bot.example.com), when behind a proxy or tunnel;
-    by default it is rebuilt from the request's Host and X-Forwarded-Proto headers."""
+    by default it is rebuilt from the request's Host and X-Forwarded-Proto headers.
+    Where a backend mounts the app (``Mount("/phone", ...)``), that path is added."""
     webhook_path: str = "/twilio/voice"
     media_path: str = "/twilio/media"
     max_calls: int = 200
@@ -99,6 +100,7 @@ class TicketBook:
         waiting = self._by_call.get(call_sid) if call_sid else None
         if waiting is not None:
             waiting.parameters = parameters
+            waiting.expires = time.monotonic() + self.seconds  # a retry starts afresh
             return waiting
         if len(self._tickets) >= self.limit:
             return None
@@ -152,12 +154,13 @@ class TwilioEndpoint:
 
     def base_url(self, request: Request) -> str:
         """Where this app's routes hang from, as Twilio sees it (public URL or Host)."""
+        root: str = request.scope.get("root_path", "")  # where a backend mounted this app
         if self.settings.public_url:
-            return self.settings.public_url.rstrip("/")
+            return self.settings.public_url.rstrip("/") + root
         url = request.url
         scheme = request.headers.get("x-forwarded-proto", url.scheme).split(",")[0].strip()
         host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
-        return f"{scheme}://{host}{request.scope.get('root_path', '')}"
+        return f"{scheme}://{host}{root}"
 
     def requested_url(self, request: Request) -> str:
         """The URL Twilio signed: the base URL plus the path inside this app and the query."""
@@ -241,11 +244,15 @@ class TwilioEndpoint:
             self.metrics.call("bad_stream_token")
             await ws.close(code=1008)  # before accept: the handshake is refused (403)
             return
-        await ws.accept()
         call = TwilioCall(ws, ticket, self.pipeline, self.metrics, self.settings.limits,
                           self.settings.traces, self.settings.on_call)
-        self.calls.begin(call.id)
+        if call.id in self.calls.active:  # a replayed webhook's stream for a live call
+            self.metrics.call("duplicate_call")
+            await ws.close(code=1008)
+            return
+        self.calls.begin(call.id)  # before the first await: a second stream sees it
         try:
+            await ws.accept()
             await call.run()
         except Exception:  # the server outlives any one call
             self.metrics.error("internal")

@@ -195,21 +195,26 @@ def test_a_failed_partial_is_logged_and_the_final_is_recognised_afresh(
 
 
 class FailingFinals(ASRStage):
-    """Partials (recognised while the caller speaks) hear the caller; the final fails."""
+    """Partials (recognised while the caller speaks) hear ``partials`` in turn (the last
+    one from then on); the final fails."""
 
-    def __init__(self) -> None:
+    def __init__(self, *partials: str) -> None:
         super().__init__(ASROptions(partial_interval=0.4))
+        self.partials = list(partials)
 
     def recognize(self, audio: npt.NDArray[np.float32]) -> Recognition:
         if not self._in_speech:
             raise ProviderError("final refused")
-        return Recognition("hello there", avg_logprob=-0.1, no_speech_prob=0.01)
+        text = self.partials.pop(0) if len(self.partials) > 1 else self.partials[0]
+        return Recognition(text, avg_logprob=-0.1, no_speech_prob=0.01)
 
 
+@pytest.mark.parametrize("partials", [("hello there",), ("hello there", "")],
+                         ids=["last-partial", "last-partial-that-heard-words"])
 def test_a_failed_final_falls_back_to_the_last_partial_so_the_words_are_not_lost(
-        caplog: pytest.LogCaptureFixture) -> None:
+        partials: tuple[str, ...], caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, "cascade.test"):
-        run, turn = converse(FailingFinals(), 1.5)
+        run, turn = converse(FailingFinals(*partials), 1.5)
     assert finals(run) == ["hello there"]
     assert ends(run) == [(1, "hello there")]  # the agent answers what was heard
     assert turn.pending_finals == 0

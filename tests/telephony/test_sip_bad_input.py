@@ -97,7 +97,7 @@ async def test_cancel_while_the_stages_start_ends_the_call_unanswered(
         await started(self)
 
     monkeypatch.setattr(Conversation, "start", slow_start)
-    async with sip_server() as (server, _, _):
+    async with sip_server() as (server, _, events):
         caller = SipCaller(("127.0.0.1", server.port))
         invite, branch = caller.request("INVITE", offer(caller.rtp_port))
         caller.send(invite)
@@ -113,6 +113,7 @@ async def test_cancel_while_the_stages_start_ends_the_call_unanswered(
         assert (200, "CANCEL") in answers and (487, "INVITE") in answers
         assert (200, "INVITE") not in answers
         assert not server.calls.active and not server.dialogs
+        assert not events  # no on_call hook, no call_start: the call never began
         assert await server.drain(1.0)
         caller.close()
 

@@ -227,3 +227,37 @@ async def test_mounted_in_a_backend_app() -> None:
         assert caller.closed.rcvd.code == 1000
         async with httpx.AsyncClient(verify=False) as client:
             assert (await client.get(base + "/phone/readyz")).json()["ready"]
+
+
+async def test_mounted_behind_a_public_url_signs_and_streams_under_the_mount() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    public = "https://bot.example.com"
+    backend = Starlette(routes=[Mount("/phone", app=endpoint(public_url=public).app)])
+    async with serving(backend) as base:
+        signed_as_twilio = await webhook(
+            base, None, CALL, path="/phone/twilio/voice",
+            signature=_signature(public + "/phone/twilio/voice"))
+        assert signed_as_twilio.status_code == 200, signed_as_twilio.text
+        url = stream_url(signed_as_twilio.text)
+        assert url.startswith("wss://bot.example.com/phone/twilio/media/")
+
+
+async def test_a_second_stream_for_a_live_call_is_refused() -> None:
+    """Even with a ticket of its own (issued before the first stream connected)."""
+    import websockets
+
+    app = endpoint()
+    async with serving(app) as base:
+        first = await answer(base)
+        app.tickets._by_call.clear()  # as if the webhook was replayed in the gap
+        second = await answer(base)
+        assert first != second
+        caller = await TwilioCaller(first).connect()
+        await caller.silence(0.1)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(second)
+        assert refused.value.response.status_code == 403  # at the handshake
+        assert len(app.calls.active) == 1
+        await caller.hang_up()
