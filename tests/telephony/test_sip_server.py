@@ -15,10 +15,12 @@ import numpy as np
 from cascade import MemoryTrace
 from cascade.frames import Event
 from cascade.telephony import g711
+from cascade.telephony.impairments import paced, replay
 from cascade.telephony.rtp import RtpPacket
 from cascade.telephony.sip_auth import SipAccess
 from cascade.telephony.sip_server import SipServer, SipSettings
 from tests.telephony.conftest import CLIPS, needs_sipp, phone_pipeline
+from tests.telephony.sip_caller import SipCaller, offer
 from tests.telephony.sipp_runner import SCENARIOS, caller_scenario, run_sipp
 
 pytestmark = needs_sipp
@@ -140,3 +142,37 @@ async def test_digest_auth_with_sipp(tmp_path: Path) -> None:
     assert 'cascade_phone_calls_total{outcome="forbidden"} 1.0' in metrics
     assert 'cascade_phone_calls_total{outcome="answered"} 1.0' in metrics
 
+
+
+async def test_a_pcma_call_with_info_dtmf_and_a_late_cancel(ulaw: dict[str, bytes]) -> None:
+    """A-law both ways, a key pressed by SIP INFO, and a CANCEL after the 200 OK, which
+    is answered 200 and changes nothing (RFC 3261 9.2): the call goes on until BYE."""
+    async with sip_server() as (server, traces, events):
+        caller = SipCaller(("127.0.0.1", server.port))
+        invite, branch = caller.request("INVITE", offer(caller.rtp_port, (8, 101)))
+        caller.send(invite)
+        ok = await caller.expect(200, timeout=10.0)
+        caller.send(caller.request("ACK", cseq=ok.cseq[0])[0])
+        assert b"a=rtpmap:8 PCMA/8000" in ok.body and b"RTP/AVP 8" in ok.body
+        spoken = g711.alaw_encode(g711.ulaw_decode(ulaw["0880"]))
+        frames = [spoken[i : i + 160] for i in range(0, len(spoken) - 159, 160)]
+        quiet = g711.alaw_encode(np.zeros(160, np.int16))
+        stream = paced(RtpPacket(8, i, i * 160, 91, frame)
+                       for i, frame in enumerate(frames + [quiet] * 100))
+        await replay(stream, caller.send_rtp)
+        caller.send(caller.request("INFO", "Signal=5\r\nDuration=160\r\n")[0])
+        await caller.expect(200)
+        caller.send(caller.request("CANCEL", branch=branch, cseq=1)[0])
+        assert (await caller.expect(200)).cseq == (1, "CANCEL")
+        back = caller.received_rtp()
+        assert server.dialogs  # the late CANCEL did not end the call
+        await caller.hang_up()
+        await settled(server)
+        caller.close()
+    assert back and all(p.payload_type == 8 for p in back)
+    loudest = max(int(np.abs(g711.alaw_decode(p.payload).astype(np.int32)).max())
+                  for p in back)
+    assert loudest > 2000  # the agent's tones, A-law encoded
+    (trace,) = traces.values()
+    assert [s.attrs["text"] for s in trace.named("end_of_turn")] == [CLIPS["0880"]]
+    assert [(e.name, e.data.get("digit")) for e in events if e.name == "dtmf"] == [("dtmf", "5")]
