@@ -162,7 +162,7 @@ class SipCall:
         self.dtmf = DtmfReceiver()
         self.conversation: Conversation | None = None
         self.ended: str | None = None
-        self.socket_closed = False
+        self.stopped = False
         self.packets_in = 0
         self.packets_out = 0
         self._silence = bytes([g711.SILENCE[negotiated.codec]]) * FRAME_SAMPLES
@@ -256,13 +256,13 @@ class SipCall:
             self.ended = "media_timeout"
 
     async def stop(self) -> None:
-        """End the call: its conversation, its socket; once more stops a conversation that
-        finished starting after the first stop (a CANCEL during start), counts nothing twice."""
+        """End the call: its conversation (one still starting stops once started), its
+        socket, its media counts. Stopping again does nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.ended = self.ended or "hangup"
         await self.session.stop()
-        if self.socket_closed:
-            return
-        self.socket_closed = True
         self.socket.close()
         stats = self.jitter.stats
         media = self.metrics.media

@@ -301,8 +301,8 @@ class SipServer(asyncio.DatagramProtocol):
         dialog.reserved = False
         await call.start()
         if dialog.cancelled or self.dialogs.get(invite.call_id) is not dialog:
-            # CANCEL (or a hang-up) came while the stages started: end it, unanswered
-            await call.stop()
+            # CANCEL (or a hang-up) came while the stages started: it ends unanswered
+            await call.stop()  # done already by whoever ended it, unless it has not run yet
             self.calls.end(call.id)
             return
         dialog.answer = answer(negotiated, media_host, socket_.port, random.getrandbits(31))
