@@ -22,12 +22,11 @@ from cascade.frames import PCM
 from cascade.telephony import g711
 from cascade.telephony.impairments import Impairment, Timed, impair, paced
 from cascade.telephony.jitter import JitterBuffer
+from cascade.telephony.line import FRAME_SAMPLES as FRAME
 from cascade.telephony.rtp import RtpPacket
 
-FRAME = 160
-"""Samples per packet: 20 ms at 8 kHz."""
 SSRC = 0x0CA11E12
-QUIET = g711.ulaw_encode(np.zeros(FRAME, np.int16))
+QUIET = bytes([g711.SILENCE["PCMU"]]) * FRAME
 
 
 def received(line: bytes, network: Network) -> PCM:
@@ -61,8 +60,8 @@ def received(line: bytes, network: Network) -> PCM:
             packet = arriving.popleft().item
             buffer.push(packet.sequence, packet.timestamp, packet.ssrc,
                         g711.ulaw_decode(packet.payload))
-        at = buffer.playout_timestamp
         frame = buffer.pop()
+        at = buffer.played
         if frame is not None and at is not None and 0 <= at < len(out):
             out[at : at + FRAME] = frame[: len(out) - at]
     return out[: len(line)]

@@ -64,20 +64,12 @@ class JitterBuffer:
         self._highest_sequence: int | None = None
         self._wait = 0
         self._previous: PCM | None = None
+        self.played: int | None = None
+        """The (unwrapped) RTP timestamp where the frame ``pop`` last returned starts."""
 
     @property
     def started(self) -> bool:
         return self._next is not None
-
-    @property
-    def playout_timestamp(self) -> int | None:
-        """The (unwrapped) RTP timestamp the next frame ``pop`` plays starts at, or None
-        before the first packet (a frame skipped to catch up is not counted ahead)."""
-        if self._next is None or self._wait > 0:
-            return None
-        if self._newest - self._next > self.max_delay * self.frame:
-            return self._next + self.frame
-        return self._next
 
     def _extend(self, timestamp: int) -> int:
         delta = (timestamp - self._reference + 2**31) % 2**32 - 2**31
@@ -171,6 +163,7 @@ class JitterBuffer:
         if self._newest - self._next > self.max_delay * self.frame:
             self._take()
             self.stats.skipped += 1
+        self.played = self._next
         frame, present = self._take()
         if frame is not None:
             self.stats.played += 1

@@ -10,9 +10,10 @@ import pytest
 
 from cascade.errors import ConfigError
 from cascade.evaluation.audio_build import build_track
-from cascade.evaluation.network import FRAME, received
+from cascade.evaluation.network import received
 from cascade.evaluation.scenarios import Network, Scenario, parse_suite
 from cascade.telephony import g711
+from cascade.telephony.line import FRAME_SAMPLES as FRAME
 from tests.evaluation.harness import suite, tone_voice
 
 
