@@ -16,6 +16,14 @@ In reading order:
   a SIP user agent server on UDP with RTP, a jitter buffer and RFC 4733 DTMF.
 * ``impairments`` - loss, jitter, reordering, duplicates and DTX for tests and evaluation.
 
+* ``operations``  - ``/healthz``, ``/readyz``, ``/metrics`` for both servers.
+
 Importing this package loads nothing; its modules need the ``phone`` extra
 (Starlette, uvicorn, twilio, prometheus-client), and nothing in the core imports them.
 """
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits only: what every number on the wire must be (``str.isdigit`` also
+    takes '²', which ``int`` then refuses, so untrusted input is checked with this)."""
+    return text.isascii() and text.isdigit()

@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from cascade.errors import CascadeError
+from cascade.telephony import is_number
 from cascade.telephony.g711 import Codec
 
 STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 13: ("CN", 8000)}
@@ -78,15 +79,10 @@ def parse_offer(body: bytes | str) -> AudioOffer:
 
 def _media(parts: list[str], address: str) -> AudioOffer:
     port = parts[1].split("/", 1)[0]
-    if not _digits(port) or not 0 <= int(port) < 65536:
+    if not is_number(port) or not 0 <= int(port) < 65536:
         raise SdpError(f"audio port {parts[1]!r} is not a port number")
-    types = [int(p) for p in parts[3:] if _digits(p) and int(p) < 128]
+    types = [int(p) for p in parts[3:] if is_number(p) and int(p) < 128]
     return AudioOffer(address, int(port), types)
-
-
-def _digits(text: str) -> bool:
-    """ASCII digits only (``str.isdigit`` also takes '²', which ``int`` refuses)."""
-    return text.isascii() and text.isdigit()
 
 
 def _connection(value: str) -> str:
@@ -106,9 +102,9 @@ def _attribute(offer: AudioOffer, value: str) -> None:
     if name == "rtpmap":
         number, _, encoding = rest.partition(" ")
         codec, _, rate = encoding.partition("/")
-        if _digits(number) and _digits(rate.split("/")[0]):
+        if is_number(number) and is_number(rate.split("/")[0]):
             offer.rtpmap[int(number)] = (codec.strip(), int(rate.split("/")[0]))
-    elif name == "ptime" and _digits(rest.strip()):
+    elif name == "ptime" and is_number(rest.strip()):
         offer.ptime = int(rest.strip())
     elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
         offer.direction = name

@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from cascade.errors import CascadeError
+from cascade.telephony import is_number
 
 MAX_DATAGRAM = 16 * 1024
 COMPACT = {"i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
@@ -69,7 +70,7 @@ class SipMessage:
     @property
     def cseq(self) -> tuple[int, str]:
         number, _, method = self.get("CSeq").partition(" ")
-        if not (number.isascii() and number.isdigit()):
+        if not is_number(number):
             raise SipError(f"CSeq {self.get('CSeq')!r} is not 'NUMBER METHOD'")
         return int(number), method.strip().upper()
 
@@ -133,7 +134,7 @@ def parse(data: bytes) -> SipMessage:
             raise SipError(f"malformed header line {line[:80]!r}")
         message.headers.append((header_name(name), value.strip()))
     declared = message.get("Content-Length", str(len(body))).strip()
-    if not (declared.isascii() and declared.isdigit()) or int(declared) > len(body):
+    if not is_number(declared) or int(declared) > len(body):
         raise SipError(f"Content-Length {declared!r} does not match a body of {len(body)} "
                        "bytes")
     message.body = body[: int(declared)]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cascade.errors import CascadeError
+from cascade.telephony import is_number
 
 MULAW = "audio/x-mulaw"
 
@@ -92,7 +93,7 @@ def _number(value: Any) -> int | None:
     """Twilio sends counters as strings of digits; anything else counts as absent."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+    if isinstance(value, str) and is_number(value) and len(value) <= 18:
         return int(value)
     return None
 
