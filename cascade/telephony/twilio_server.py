@@ -47,6 +47,7 @@ from twilio.twiml.voice_response import (  # type: ignore[import-untyped]
 from cascade.config import PipelineConfig
 from cascade.conversation import Pipeline
 from cascade.errors import ConfigError
+from cascade.telephony import is_number
 from cascade.telephony.calls import CallBook, CallHook, TraceFactory
 from cascade.telephony.operations import operations_routes
 from cascade.telephony.telemetry import PhoneMetrics
@@ -208,7 +209,7 @@ class TwilioEndpoint:
             return PlainTextResponse(f"not taking calls ({refused})\n", status_code=503,
                                      headers={"Retry-After": "5"})
         call_sid = form.get("CallSid", "")
-        if call_sid and TwilioCall.id_for(call_sid) in self.calls.active:
+        if self.streaming(call_sid):
             self.metrics.call("duplicate_call")
             return PlainTextResponse(f"call {call_sid} already has a media stream\n",
                                      status_code=409)
@@ -244,12 +245,12 @@ class TwilioEndpoint:
             self.metrics.call("bad_stream_token")
             await ws.close(code=1008)  # before accept: the handshake is refused (403)
             return
-        call = TwilioCall(ws, ticket, self.pipeline, self.metrics, self.settings.limits,
-                          self.settings.traces, self.settings.on_call)
-        if call.id in self.calls.active:  # a replayed webhook's stream for a live call
+        if self.streaming(ticket.call_sid):  # a replayed webhook's stream for a live call
             self.metrics.call("duplicate_call")
             await ws.close(code=1008)
             return
+        call = TwilioCall(ws, ticket, self.pipeline, self.metrics, self.settings.limits,
+                          self.settings.traces, self.settings.on_call)
         self.calls.begin(call.id)  # before the first await: a second stream sees it
         try:
             await ws.accept()
@@ -259,6 +260,10 @@ class TwilioEndpoint:
             log.exception("%s: call failed", call.id)
         finally:
             self.calls.end(call.id)
+
+    def streaming(self, call_sid: str) -> bool:
+        """Whether Twilio call ``call_sid`` has a media stream here already."""
+        return bool(call_sid) and TwilioCall.id_for(call_sid) in self.calls.active
 
     # --- operations --------------------------------------------------------
 
@@ -271,8 +276,7 @@ async def _bounded_body(request: Request, limit: int) -> bytes | None:
     """The request body, or None once it declares or sends more than ``limit`` bytes
     (a chunked body declares nothing: it is counted as it arrives, never buffered whole)."""
     declared = request.headers.get("content-length")
-    if declared is not None and not (declared.isascii() and declared.isdigit()
-                                     and int(declared) <= limit):
+    if declared is not None and not (is_number(declared) and int(declared) <= limit):
         return None
     chunks: list[bytes] = []
     size = 0
