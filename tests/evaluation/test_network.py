@@ -62,7 +62,9 @@ def test_suppressed_silence_stays_silent_and_speech_resumes_on_time() -> None:
     want = g711.ulaw_decode(sent)
     assert np.array_equal(got[:8000], want[:8000])
     assert np.array_equal(got[-8000:], want[-8000:])  # aligned after a 2 s gap
-    assert np.abs(got[8000:24000].astype(np.int32)).max() < 100  # comfort noise at most
+    pause = got[8000:24000].astype(np.int32)
+    assert np.abs(pause).max() < 100 and pause.any()  # the one comfort-noise packet's hiss
+    assert not want[8000:24000].any()  # (sent: digital silence, so the hiss shows DTX ran)
 
 
 def test_a_scenario_hears_its_network_and_only_on_a_phone_line(tmp_path: Path) -> None:
